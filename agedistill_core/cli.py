@@ -1,0 +1,71 @@
+"""``agedistill``: the command-line face of the core (used by dvc.yaml too).
+
+    agedistill [--profile P] [--params FILE] manifest|crops|label|vmage|train|evaluate|all
+
+Errors a user can fix print as one line (``error: ...``) with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from agedistill_core.errors import AgedistillError
+from agedistill_core.settings import load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agedistill", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", help="params.yaml profile (default: $AGEDISTILL_PROFILE or default_profile)")
+    p.add_argument("--params", help="path to params.yaml (default: ./params.yaml)")
+    p.add_argument("--data-root", help="override dataset.root of the profile")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("manifest", help="scan the data set into the manifest (sticky shards)")
+    for name, helptext in (("crops", "detect and crop faces, one shard at a time"),
+                           ("label", "label the crops with the teacher, one shard at a time")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--shard", action="append", help="only this shard (repeatable)")
+    sub.add_parser("vmage", help="join the labels into the label table and check it")
+    tp = sub.add_parser("train", help="train students")
+    tp.add_argument("--arch", action="append", help="only this architecture (repeatable)")
+    sub.add_parser("evaluate", help="write the benchmark tables")
+    sub.add_parser("all", help="run every stage in order")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        overrides = {"dataset": {"root": args.data_root}} if args.data_root else None
+        settings = load_settings(args.profile, args.params, overrides)
+        from agedistill_core import pipeline
+        from agedistill_core.datasets import build_manifest
+        from agedistill_core.evaluate.benchmark import run_benchmark
+
+        if args.command == "manifest":
+            table = build_manifest(settings)
+            print(f"manifest: {table.num_rows} images -> {settings.manifest_path}")
+        elif args.command == "crops":
+            pipeline.run_crops(settings, args.shard)
+        elif args.command == "label":
+            pipeline.run_labels(settings, args.shard)
+        elif args.command == "vmage":
+            summary = pipeline.run_vmage(settings)
+            print(json.dumps(summary, indent=2))
+        elif args.command == "train":
+            for r in pipeline.run_students(settings, args.arch):
+                print(json.dumps(r))
+        elif args.command == "evaluate":
+            run_benchmark(settings)
+            print((settings.benchmarks_dir / "benchmark.md").read_text())
+        elif args.command == "all":
+            print(pipeline.run_all(settings))
+            print(f"results: {settings.workdir}")
+    except AgedistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

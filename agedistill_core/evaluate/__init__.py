@@ -1,0 +1,1 @@
+"""Evaluation: metrics, student prediction and the benchmark tables."""

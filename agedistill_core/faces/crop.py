@@ -1,0 +1,100 @@
+"""From a detection to the stored crop: enclosing square + margin, padded, bilinear."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+
+
+@dataclass
+class Detection:
+    box: Box
+    score: float
+    landmarks: np.ndarray | None = None  # (5, 2) x, y when the detector gives them
+
+
+@dataclass
+class FaceCrop:
+    status: str                     # ok | whole_image | no_face
+    crop: np.ndarray | None         # uint8 (size, size, 3) RGB, None when no face
+    box: Box | None = None
+    score: float | None = None
+    landmarks: np.ndarray | None = None
+    reason: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def square_box(box: Box, margin: float) -> Box:
+    """The box's enclosing square (same centre), grown by ``margin`` x side on each side."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    half = side * (0.5 + margin)
+    return (cx - half, cy - half, cx + half, cy + half)
+
+
+def crop_square(rgb: np.ndarray, box: Box, size: int) -> np.ndarray:
+    """Resample the square ``box`` of ``rgb`` to ``size`` x ``size``, bilinear.
+
+    Parts of the box outside the image are padded by edge replication.  One
+    affine warp does crop, pad and resize together; when shrinking a lot, the
+    image is first area-averaged so the bilinear sampling does not alias.
+    """
+    x0, y0, x1, y1 = box
+    scale = size / max(x1 - x0, 1e-6)
+    src = rgb
+    if scale < 0.5:  # pre-shrink by an integer-ish factor for anti-aliasing
+        f = max(1, int(1 / scale / 1.5))
+        if f > 1:
+            h, w = rgb.shape[:2]
+            src = cv2.resize(rgb, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+            sx, sy = src.shape[1] / w, src.shape[0] / h
+            x0, x1, y0, y1 = x0 * sx, x1 * sx, y0 * sy, y1 * sy
+            scale = size / max(x1 - x0, 1e-6)
+    # pixel centres: output pixel i covers source x0 + (i + 0.5) / scale - 0.5
+    m = np.array([[scale, 0, -(x0 - 0.5) * scale - 0.5],
+                  [0, scale, -(y0 - 0.5) * scale - 0.5]], dtype=np.float64)
+    return cv2.warpAffine(src, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def extract_face(
+    rgb: np.ndarray,
+    detector: Callable[[np.ndarray], list[Detection]] | None,
+    *,
+    size: int,
+    margin: float,
+    min_score: float = 0.5,
+    whole_image_fallback: bool = True,
+) -> FaceCrop:
+    """Detect, choose the most confident (then largest) face, crop it.
+
+    ``detector=None`` means the image already is the face crop (framing kept).
+    With no detection, ``whole_image_fallback`` treats the whole image as the
+    face box (for data sets of crops the detector misses); otherwise the image
+    is recorded as ``no_face``.
+    """
+    h, w = rgb.shape[:2]
+    if detector is None:
+        return FaceCrop("ok", crop_square(rgb, _whole(w, h), size), box=_whole(w, h), score=None,
+                        reason="no detector: the image is the crop")
+    found = [d for d in detector(rgb) if d.score >= min_score]
+    if not found:
+        if whole_image_fallback:
+            return FaceCrop("whole_image", crop_square(rgb, _whole(w, h), size), box=_whole(w, h),
+                            reason="no face detected; whole image used as the face box")
+        return FaceCrop("no_face", None, reason="no face detected")
+    best = max(found, key=lambda d: (round(d.score, 2), (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
+    box = square_box(best.box, margin)
+    return FaceCrop("ok", crop_square(rgb, box, size), box=tuple(float(v) for v in best.box),
+                    score=float(best.score), landmarks=best.landmarks)
+
+
+def _whole(w: int, h: int) -> Box:
+    """The whole image as a square box (centre square when not square)."""
+    side = min(w, h)
+    x0, y0 = (w - side) / 2, (h - side) / 2
+    return (x0, y0, x0 + side, y0 + side)

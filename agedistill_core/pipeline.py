@@ -1,0 +1,72 @@
+"""The whole pipeline as plain function calls: the map of the stages.
+
+``manifest -> crops (per shard) -> labels (per shard) -> vmage -> students
+(per architecture) -> benchmark``.  The CLI, DVC, Dagster and tests all call
+these same functions; ``run_all`` just calls them in order.
+"""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import pyarrow.compute as pc
+
+from agedistill_core.crops import StageResult, crop_shard
+from agedistill_core.datasets import build_manifest
+from agedistill_core.evaluate.benchmark import run_benchmark
+from agedistill_core.labels import label_shard
+from agedistill_core.settings import Settings
+from agedistill_core.shards import atomic_write_text, read_shards, read_table
+from agedistill_core.students.train import train_student
+from agedistill_core.vmage import build_vmage, check_vmage, summarize
+
+Log = Callable[[str], None]
+
+
+def manifest_shards(settings: Settings) -> list[str]:
+    table = read_table(settings.manifest_path, ["shard"])
+    return sorted(pc.unique(table["shard"]).to_pylist())
+
+
+def run_crops(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list[StageResult]:
+    results = []
+    for sid in shards or manifest_shards(settings):
+        r = crop_shard(settings, sid)
+        log(f"crops {sid}: {r.rows} images {r.counts}{' (up to date)' if r.skipped else ''}")
+        results.append(r)
+    return results
+
+
+def run_labels(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list[StageResult]:
+    results = []
+    for sid in shards or manifest_shards(settings):
+        r = label_shard(settings, sid)
+        log(f"labels {sid}: {r.rows} faces{' (up to date)' if r.skipped else ''}")
+        results.append(r)
+    return results
+
+
+def run_vmage(settings: Settings, log: Log = print) -> dict:
+    table = build_vmage(settings)
+    crops = read_shards(settings.crops_dir, ["image_id", "status"])
+    summary = summarize(table, crops)
+    summary["checks"] = {c.name: c.passed for c in check_vmage(table, crops)}
+    atomic_write_text(settings.workdir / "vmage_summary.json", json.dumps(summary, indent=2))
+    log(f"label table: {summary['faces']} faces, groups {summary['age_groups']}")
+    return summary
+
+
+def run_students(settings: Settings, archs: list[str] | None = None, log: Log = print) -> list[dict]:
+    return [train_student(settings, a, log=log) for a in (archs or list(settings.students.archs))]
+
+
+def run_all(settings: Settings, log: Log = print) -> str:
+    """Every stage in order; returns the benchmark table as Markdown."""
+    table = build_manifest(settings)
+    log(f"manifest: {table.num_rows} images in {len(manifest_shards(settings))} shard(s)")
+    run_crops(settings, log=log)
+    run_labels(settings, log=log)
+    run_vmage(settings, log=log)
+    run_students(settings, log=log)
+    run_benchmark(settings, log=log)
+    return (settings.benchmarks_dir / "benchmark.md").read_text()

@@ -1,0 +1,276 @@
+"""Typed settings read from ``params.yaml``: one file for Dagster, DVC and the CLI.
+
+``params.yaml`` has a ``base`` section and named ``profiles`` that override it
+(deep merge).  A profile is chosen by ``--profile``, ``$AGEDISTILL_PROFILE`` or
+the file's ``default_profile``.  Everything is validated once, here, so a typo
+fails at start-up with the key and the fix, not an hour into a run.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agedistill_core.errors import ConfigError
+
+PARAMS_ENV = "AGEDISTILL_PARAMS"
+PROFILE_ENV = "AGEDISTILL_PROFILE"
+
+
+@dataclass(frozen=True)
+class DatasetSettings:
+    name: str = "demo"             # a key of agedistill_core.datasets.DATASETS
+    root: str = "data/demo/raw"    # data root; relative paths are relative to params.yaml
+    limit: int | None = None       # keep at most this many images (fixed-seed sample)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    test: float = 0.2              # share of images (or subjects) in the test split
+    val: float = 0.2               # share of the rest that validates (SPEC: 2 of 10)
+
+
+@dataclass(frozen=True)
+class FaceSettings:
+    detector: str = "none"         # a key of agedistill_core.faces.DETECTORS
+    margin: float = 0.2            # SPEC 2: square box + 0.2 on each side
+    crop_size: int = 160           # stored crop side in pixels
+    min_score: float = 0.5
+    whole_image_fallback: bool = True  # a crop with no detection becomes its own box
+    jpeg_quality: int = 95
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    members: tuple[str, ...] = ("age_gender_onnx",)
+    children: tuple[str, ...] = ()
+    batch_size: int = 64
+    threads: int = 0               # onnxruntime intra-op threads; 0 = all cores
+
+
+@dataclass(frozen=True)
+class StudentSettings:
+    archs: tuple[str, ...] = ("mn3_small",)
+    loss: str = "paper"
+    weighting: str = "none"        # none | agreement
+    epochs: int = 70
+    lr: float | None = None        # None: the architecture's SPEC learning rate
+    lr_step_epochs: int = 20
+    lr_gamma: float = 0.2
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int | None = None  # None: the architecture's SPEC batch size
+    augment: bool = True
+    max_train_faces: int | None = None
+    workers: int = 0               # DataLoader worker processes
+    pretrained_dir: str | None = None  # folder of local timm weights; None: from scratch
+    label_source: str = "teacher"  # teacher (distillation) | ground_truth (baseline)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str
+    params_path: Path
+    workdir: Path
+    seed: int = 0
+    shard_size: int = 2000
+    dataset: DatasetSettings = field(default_factory=DatasetSettings)
+    split: SplitSettings = field(default_factory=SplitSettings)
+    faces: FaceSettings = field(default_factory=FaceSettings)
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    students: StudentSettings = field(default_factory=StudentSettings)
+    evaluate: EvalSettings = field(default_factory=EvalSettings)
+
+    # -- derived paths: one place that says where every artifact lives --------
+    @property
+    def data_root(self) -> Path:
+        root = Path(self.dataset.root).expanduser()
+        return root if root.is_absolute() else (self.params_path.parent / root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.workdir / "manifest.parquet"
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.workdir / "crops"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.workdir / "labels"
+
+    @property
+    def vmage_path(self) -> Path:
+        return self.workdir / "vmage.parquet"
+
+    @property
+    def students_dir(self) -> Path:
+        return self.workdir / "students"
+
+    @property
+    def benchmarks_dir(self) -> Path:
+        return self.workdir / "benchmarks"
+
+    def section_hash(self, *names: str) -> str:
+        """Short hash of some settings sections: a code/data version for caching."""
+        payload = {n: _jsonable(getattr(self, n)) for n in names}
+        return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+SECTIONS = {
+    "dataset": DatasetSettings,
+    "split": SplitSettings,
+    "faces": FaceSettings,
+    "teacher": TeacherSettings,
+    "students": StudentSettings,
+    "evaluate": EvalSettings,
+}
+TOP_LEVEL = {"workdir", "seed", "shard_size"}
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: _jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build_section(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
+        )
+    values = {}
+    for key, value in raw.items():
+        default = getattr(cls(), key)
+        if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+            value = tuple(value)
+        elif isinstance(default, tuple) and isinstance(value, str):
+            value = (value,)
+        elif isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
+                if not value.is_integer():
+                    raise ConfigError(f"{where}.{key} must be a whole number, got {value!r}")
+                value = int(value)
+        values[key] = value
+    return cls(**values)
+
+
+def find_params(path: str | os.PathLike | None = None) -> Path:
+    """The params file: the argument, $AGEDISTILL_PARAMS, or ./params.yaml, or the repo's."""
+    candidates = [path, os.environ.get(PARAMS_ENV), "params.yaml",
+                  Path(__file__).resolve().parents[1] / "params.yaml"]
+    for cand in candidates:
+        if cand and Path(cand).is_file():
+            return Path(cand).resolve()
+    if path or os.environ.get(PARAMS_ENV):
+        raise ConfigError(
+            f"params file {path or os.environ.get(PARAMS_ENV)} not found; "
+            f"pass --params PATH or set {PARAMS_ENV}"
+        )
+    raise ConfigError(f"no params.yaml in {os.getcwd()}; run from the repo root or set {PARAMS_ENV}")
+
+
+def load_raw(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(raw, dict) or "profiles" not in raw:
+        raise ConfigError(f"{path} must have a 'profiles' mapping (and optionally 'base')")
+    return raw
+
+
+def load_settings(
+    profile: str | None = None,
+    params: str | os.PathLike | None = None,
+    overrides: dict | None = None,
+) -> Settings:
+    """Read, merge and validate one profile of ``params.yaml``."""
+    path = find_params(params)
+    raw = load_raw(path)
+    profiles = raw.get("profiles") or {}
+    name = profile or os.environ.get(PROFILE_ENV) or raw.get("default_profile")
+    if not name:
+        raise ConfigError(f"{path}: no profile given and no default_profile; choose one of {sorted(profiles)}")
+    if name not in profiles:
+        raise ConfigError(f"{path}: unknown profile {name!r}; choose one of: {', '.join(sorted(profiles))}")
+    merged = _merge(raw.get("base") or {}, profiles[name] or {})
+    merged = _merge(merged, overrides or {})
+    unknown = sorted(set(merged) - set(SECTIONS) - TOP_LEVEL)
+    if unknown:
+        raise ConfigError(
+            f"{path} profile {name!r}: unknown key(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(sorted(set(SECTIONS) | TOP_LEVEL))}"
+        )
+    sections = {k: _build_section(cls, merged.get(k), f"{name}.{k}") for k, cls in SECTIONS.items()}
+    workdir = Path(merged.get("workdir") or f"data/{name}")
+    if not workdir.is_absolute():
+        workdir = path.parent / workdir
+    settings = Settings(
+        profile=name,
+        params_path=path,
+        workdir=workdir,
+        seed=int(merged.get("seed", 0)),
+        shard_size=int(merged.get("shard_size", 2000)),
+        **sections,
+    )
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.shard_size < 1:
+        raise ConfigError(f"{s.profile}.shard_size must be >= 1, got {s.shard_size}")
+    for key in ("test", "val"):
+        value = getattr(s.split, key)
+        if not 0 <= value < 1:
+            raise ConfigError(f"{s.profile}.split.{key} must be in [0, 1), got {value}")
+    if not 0 <= s.faces.margin <= 1:
+        raise ConfigError(f"{s.profile}.faces.margin must be in [0, 1], got {s.faces.margin}")
+    if s.faces.crop_size < 16:
+        raise ConfigError(f"{s.profile}.faces.crop_size must be >= 16, got {s.faces.crop_size}")
+    if s.students.epochs < 1:
+        raise ConfigError(f"{s.profile}.students.epochs must be >= 1, got {s.students.epochs}")
+    if s.students.label_source not in ("teacher", "ground_truth"):
+        raise ConfigError(
+            f"{s.profile}.students.label_source must be 'teacher' or 'ground_truth', "
+            f"got {s.students.label_source!r}"
+        )
+    if not s.teacher.members:
+        raise ConfigError(f"{s.profile}.teacher.members must list at least one member")

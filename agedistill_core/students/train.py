@@ -1,0 +1,253 @@
+"""Stage 4: train one student on the label table (SPEC section 4 protocol).
+
+SGD (momentum is a parameter), the architecture's learning rate multiplied by
+``lr_gamma`` every ``lr_step_epochs`` epochs, SPEC augmentation, the
+best-validation-loss checkpoint kept as ``best.pt``, and ``last.pt`` written
+atomically after every epoch so a killed run resumes where it stopped (model,
+optimizer, scheduler, epoch and RNG states).  Runs under ``torchrun`` too:
+each process trains on its shard of every epoch and gradients are averaged.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import io
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from agedistill_core.settings import Settings
+from agedistill_core.shards import atomic_write_text
+from agedistill_core.students.augment import AugmentConfig
+from agedistill_core.students.checkpoint import load_checkpoint, load_into, restore_rng, save_checkpoint
+from agedistill_core.students.data import FaceDataset, FaceSet, collate, load_split
+from agedistill_core.students.distributed import all_reduce_mean, init_distributed, shard_indices
+from agedistill_core.students.losses import agreement_weights, make_loss
+from agedistill_core.students.zoo import STUDENTS, create_student
+
+METRICS = ["epoch", "lr", "train_loss", "train_mae", "val_loss", "val_mae", "seconds", "faces_per_s"]
+
+
+def run_name(settings: Settings, arch: str) -> str:
+    """Folder name of a training run: the architecture, plus what differs from the default recipe."""
+    s = settings.students
+    parts = [arch]
+    if s.label_source != "teacher":
+        parts.append("gt")
+    if s.loss != "paper":
+        parts.append(s.loss)
+    if s.weighting != "none":
+        parts.append(s.weighting)
+    return "-".join(parts)
+
+
+def run_dir(settings: Settings, arch: str) -> Path:
+    return settings.students_dir / run_name(settings, arch)
+
+
+def _subsample(faces: FaceSet, limit: int | None, seed: int) -> FaceSet:
+    if limit is None or len(faces) <= limit:
+        return faces
+    idx = np.sort(np.random.default_rng([seed, 7]).permutation(len(faces))[:limit])
+    return faces.subset(idx)
+
+
+def _loader(ds: FaceDataset, idx: np.ndarray, batch_size: int, workers: int) -> DataLoader:
+    return DataLoader(torch.utils.data.Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=False,
+                      num_workers=workers, collate_fn=collate, persistent_workers=False)
+
+
+def train_student(settings: Settings, arch: str, *, resume: bool = True,
+                  log: Callable[[str], None] = print, progress: bool = True) -> dict:
+    """Train ``arch`` on the label table; returns a summary with the best checkpoint path."""
+    spec = STUDENTS.get(arch)
+    cfg = settings.students
+    dist_info = init_distributed()
+    out = run_dir(settings, arch)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+
+    train = _subsample(load_split(settings, "train", cfg.label_source), cfg.max_train_faces, settings.seed)
+    val = load_split(settings, "val", cfg.label_source)
+    loss_fn = make_loss(cfg.loss)
+    model = create_student(arch, loss_fn.n_outputs, cfg.pretrained_dir)
+    init_head(model, train)
+    model = model.to(dist_info.device)
+    if dist_info.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    lr = cfg.lr if cfg.lr is not None else spec.lr
+    batch_size = cfg.batch_size or spec.batch_size
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
+    aug = AugmentConfig(enabled=cfg.augment)
+    train_ds = FaceDataset(train, spec.input_size, settings.faces.margin, aug, settings.seed)
+    val_ds = FaceDataset(val, spec.input_size, settings.faces.margin, AugmentConfig(enabled=False))
+    weights_all = (torch.as_tensor(agreement_weights(train.age_spread, tau=agreement_tau(train.age_spread)))
+                   if cfg.weighting == "agreement" else None)
+
+    config = {"arch": arch, "timm": spec.timm_name, "input_size": spec.input_size, "lr": lr,
+              "batch_size": batch_size, "n_outputs": loss_fn.n_outputs, "students": asdict(cfg),
+              "profile": settings.profile, "seed": settings.seed}
+    start_epoch, best_val, history = 0, math.inf, []
+    last = out / "last.pt"
+    if resume and last.is_file():
+        ckpt = load_checkpoint(last)
+        if same_recipe(ckpt["config"], config):
+            load_into(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
+            restore_rng(ckpt)
+            start_epoch, best_val = int(ckpt["epoch"]) + 1, float(ckpt["best_val"])
+            history = list((ckpt.get("extra") or {}).get("history", []))
+            log(f"{arch}: resuming after epoch {start_epoch} from {last}")
+        else:
+            log(f"{arch}: {last} was trained with other settings; starting afresh")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        lr_used = optimizer.param_groups[0]["lr"]
+        train_ds.set_epoch(epoch)
+        idx = shard_indices(len(train_ds), dist_info.rank, dist_info.world_size, epoch, settings.seed)
+        model.train()
+        tot_loss = tot_err = seen = 0.0
+        batches = _loader(train_ds, idx, batch_size, cfg.workers)
+        bar = _bar(batches, f"{arch} epoch {epoch + 1}/{cfg.epochs}", progress and dist_info.is_main)
+        for b, (x, age, probs, spread) in enumerate(bar):
+            x, age, probs = x.to(dist_info.device), age.to(dist_info.device), probs.to(dist_info.device)
+            w = None
+            if weights_all is not None:
+                w = weights_all[idx[b * batch_size:(b + 1) * batch_size]].to(dist_info.device)
+            out_t = model(x)
+            loss = loss_fn(out_t, age, probs if train.target_probs is not None else None, w)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                n = len(age)
+                tot_loss += float(loss) * n
+                tot_err += float((loss_fn.ages(out_t) - age).abs().sum())
+                seen += n
+        scheduler.step()
+        train_loss = all_reduce_mean(tot_loss / max(seen, 1))
+        train_mae = all_reduce_mean(tot_err / max(seen, 1))
+        val_loss, val_mae = evaluate_split(model, loss_fn, val_ds, batch_size, cfg.workers, dist_info.device)
+        seconds = time.perf_counter() - t0
+        row = dict(epoch=epoch + 1, lr=lr_used, train_loss=train_loss, train_mae=train_mae, val_loss=val_loss, val_mae=val_mae,
+                   seconds=seconds, faces_per_s=seen * dist_info.world_size / seconds)
+        history.append(row)
+        if dist_info.is_main:
+            if val_loss < best_val:
+                best_val = val_loss
+                save_checkpoint(out / "best.pt", model=model, epoch=epoch, best_val=best_val, config=config,
+                                extra={"val_mae": val_mae})
+            save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
+                            best_val=best_val, config=config, extra={"history": history})
+            write_metrics(out, history)
+            log(f"{arch} epoch {epoch + 1}/{cfg.epochs}: train MAE {train_mae:.2f}, "
+                f"val MAE {val_mae:.2f} (loss {val_loss:.2f}), {row['faces_per_s']:.0f} faces/s")
+    if dist_info.is_main and history:
+        plot_metrics(out, history, arch)
+    best = load_checkpoint(out / "best.pt") if (out / "best.pt").is_file() else None
+    return {"arch": arch, "run": run_name(settings, arch), "dir": str(out), "checkpoint": str(out / "best.pt"),
+            "epochs": len(history), "best_val_loss": best_val,
+            "best_val_mae": (best or {}).get("extra", {}).get("val_mae") if best else None,
+            "train_faces": len(train), "val_faces": len(val)}
+
+
+def same_recipe(saved: dict, current: dict) -> bool:
+    """Whether a checkpoint may be resumed: everything equal but the epoch count."""
+    strip = lambda c: {**c, "students": {k: v for k, v in c.get("students", {}).items()  # noqa: E731
+                                        if k not in ("epochs", "workers")}}
+    return _plain(strip(saved)) == _plain(strip(current))
+
+
+def _plain(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+@torch.no_grad()
+def init_head(model: torch.nn.Module, faces: FaceSet) -> None:
+    """Start the head at the training set's age prior.
+
+    A one-output head gets zero weights and the mean target age as bias (a
+    capped-ReLU output that starts below 0 would never get a gradient); a
+    101-way head gets the log of the mean target distribution.
+    """
+    head = model.get_classifier()
+    if not isinstance(head, torch.nn.Linear):
+        return
+    if head.out_features == 1:
+        head.weight.mul_(0.01)
+        head.bias.fill_(float(np.nanmean(faces.target_age)))
+    elif head.out_features == 101:
+        if faces.target_probs is not None:
+            prior = faces.target_probs.mean(0)
+        else:
+            prior = np.bincount(np.clip(np.round(faces.target_age), 0, 100).astype(int), minlength=101)
+        prior = np.asarray(prior, np.float64) + 1e-3
+        head.weight.mul_(0.01)
+        head.bias.copy_(torch.as_tensor(np.log(prior / prior.sum()), dtype=head.bias.dtype))
+
+
+def agreement_tau(spread: np.ndarray) -> float:
+    """Agreement-weight temperature: the median teacher spread of the training faces
+    (so a face of typical disagreement weighs exp(-1) of a unanimous one)."""
+    med = float(np.median(spread)) if len(spread) else 0.0
+    return med if med > 0 else 1.0
+
+
+@torch.no_grad()
+def evaluate_split(model, loss_fn, ds: FaceDataset, batch_size: int, workers: int, device) -> tuple[float, float]:
+    model.eval()
+    idx = np.arange(len(ds))
+    tot_loss = tot_err = 0.0
+    for x, age, probs, _ in _loader(ds, idx, batch_size, workers):
+        x, age, probs = x.to(device), age.to(device), probs.to(device)
+        out = model(x)
+        tot_loss += float(loss_fn(out, age, probs if ds.faces.target_probs is not None else None)) * len(age)
+        tot_err += float((loss_fn.ages(out) - age).abs().sum())
+    n = max(len(ds), 1)
+    return tot_loss / n, tot_err / n
+
+
+def _bar(it, desc: str, enabled: bool):
+    if not enabled:
+        return it
+    from tqdm.auto import tqdm
+    return tqdm(it, desc=desc, leave=False, unit="batch")
+
+
+def write_metrics(out: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRICS)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(out / "metrics.csv", buf.getvalue())
+
+
+def plot_metrics(out: Path, history: list[dict], title: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].plot(ep, [r["train_loss"] for r in history], label="train")
+    axes[0].plot(ep, [r["val_loss"] for r in history], label="val")
+    axes[0].set(title=f"{title}: loss", xlabel="epoch")
+    axes[1].plot(ep, [r["train_mae"] for r in history], label="train")
+    axes[1].plot(ep, [r["val_mae"] for r in history], label="val")
+    axes[1].set(title=f"{title}: MAE to targets (years)", xlabel="epoch")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = out / "metrics.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

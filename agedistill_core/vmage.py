@@ -1,0 +1,95 @@
+"""Stage 3: the label table (this project's VMAGE): one row per labelled face.
+
+Columns: ``image_id``, ``face``, ``dataset``, ``split``, ``teacher_age``,
+``probs`` (101 floats, ages 0..100), ``member_ages``, ``age_spread``,
+``entropy``, ``gt_age`` / ``gt_group`` (ground truth when the data set has it),
+``age_group`` (SPEC group of the teacher's age).  Also the checks that guard it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from agedistill_core.crops import USABLE
+from agedistill_core.settings import Settings
+from agedistill_core.shards import join_columns, read_shards, read_table, write_table
+
+# SPEC section 5: the groups used to describe a corpus
+SPEC_GROUPS = ((0, 15), (16, 25), (26, 35), (36, 45), (46, 60), (61, 100))
+
+
+def group_label(lo: int, hi: int) -> str:
+    return f"{lo}-{hi}"
+
+
+def age_group(ages: np.ndarray) -> list[str]:
+    edges = np.array([hi + 0.5 for _, hi in SPEC_GROUPS[:-1]])
+    idx = np.searchsorted(edges, np.asarray(ages, np.float64))
+    labels = [group_label(*g) for g in SPEC_GROUPS]
+    return [labels[i] for i in idx]
+
+
+def build_vmage(settings: Settings) -> pa.Table:
+    labels = read_shards(settings.labels_dir, ["image_id", "face", "age", "probs", "member_ages",
+                                                "age_spread", "entropy"])
+    manifest = read_table(settings.manifest_path, ["image_id", "dataset", "split", "age", "age_group"])
+    manifest = manifest.rename_columns(["image_id", "dataset", "split", "gt_age", "gt_group"])
+    table = labels.rename_columns(["image_id", "face", "teacher_age", "probs", "member_ages",
+                                   "age_spread", "entropy"])
+    table = join_columns(table, manifest, ["image_id"], ["dataset", "split", "gt_age", "gt_group"])
+    table = table.sort_by([("image_id", "ascending"), ("face", "ascending")])
+    table = table.append_column("age_group", pa.array(age_group(table["teacher_age"].to_numpy()), pa.string()))
+    cols = ["image_id", "face", "dataset", "split", "teacher_age", "probs", "member_ages", "age_spread",
+            "entropy", "gt_age", "gt_group", "age_group"]
+    table = table.select(cols)
+    write_table(table, settings.vmage_path, {"version": settings.section_hash("dataset", "faces", "teacher")})
+    return table
+
+
+def summarize(table: pa.Table, crops: pa.Table | None = None) -> dict:
+    """Count, age-group histogram, split sizes and crop statuses."""
+    groups = [group_label(*g) for g in SPEC_GROUPS]
+    hist = {g: 0 for g in groups}
+    for d in pc.value_counts(table["age_group"]).to_pylist():
+        hist[d["values"]] = int(d["counts"])
+    splits = {d["values"]: int(d["counts"]) for d in pc.value_counts(table["split"]).to_pylist()}
+    out = {"faces": table.num_rows, "age_groups": hist, "splits": splits}
+    if table.num_rows:
+        ages = table["teacher_age"].to_numpy()
+        out["teacher_age_mean"] = float(ages.mean())
+        gt = table["gt_age"].to_numpy(zero_copy_only=False)
+        ok = ~np.isnan(gt.astype(np.float64))
+        if ok.any():
+            out["teacher_mae_to_ground_truth"] = float(np.abs(ages[ok] - gt[ok]).mean())
+    if crops is not None:
+        out["crop_status"] = {d["values"]: int(d["counts"]) for d in pc.value_counts(crops["status"]).to_pylist()}
+    return out
+
+
+@dataclass
+class CheckResult:
+    name: str
+    passed: bool
+    detail: str
+
+
+def check_vmage(table: pa.Table, crops: pa.Table) -> list[CheckResult]:
+    """The label table's invariants, as plain results a test or Dagster can report."""
+    results = []
+    ages = table["teacher_age"].to_numpy()
+    bad = int(((ages < 0) | (ages > 100) | ~np.isfinite(ages)).sum())
+    results.append(CheckResult("ages_in_range", bad == 0, f"{bad} ages outside [0, 100]"))
+    probs = np.asarray(table["probs"].combine_chunks().flatten().to_numpy()).reshape(-1, 101)
+    sums = probs.sum(1) if len(probs) else np.zeros(0)
+    worst = float(np.abs(sums - 1).max()) if len(sums) else 0.0
+    results.append(CheckResult("vectors_sum_to_one", worst < 1e-3, f"max |sum - 1| = {worst:.2e}"))
+    keys = pc.binary_join_element_wise(table["image_id"], pc.cast(table["face"], pa.string()), "#")
+    dupes = table.num_rows - len(pc.unique(keys))
+    results.append(CheckResult("unique_ids", dupes == 0, f"{dupes} duplicate (image_id, face) rows"))
+    usable = int(pc.sum(pc.is_in(crops["status"], pa.array(USABLE))).as_py() or 0)
+    results.append(CheckResult("counts_match_crops", usable == table.num_rows,
+                               f"{table.num_rows} labelled faces vs {usable} usable crops"))
+    return results
