@@ -7,6 +7,7 @@ groups), ``params_m``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,9 @@ def run_benchmark(settings: Settings, log=print) -> pa.Table:
     out = settings.benchmarks_dir
     write_table(table, out / "benchmark.parquet")
     atomic_write_text(out / "benchmark.md", to_markdown(rows, settings))
+    metrics = {r["run"]: {k: (None if isinstance(r[k], float) and not np.isfinite(r[k]) else r[k])
+                          for k in COLUMNS[3:]} for r in rows}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     return table
 
 

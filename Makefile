@@ -1,0 +1,40 @@
+# Two commands a new user needs:  `make demo`  and  `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: install demo test ui repro clean-demo
+
+install: $(VENV)/.installed
+
+# Re-installs when pyproject.toml changes.  torch/torchvision are pinned to the
+# builds this machine serves from disk (see pyproject.toml).
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(DAGSTER_HOME)/dagster.yaml:
+	mkdir -p $(DAGSTER_HOME)
+	printf 'telemetry:\n  enabled: false\n' > $@
+
+# Materialise the whole asset graph on the demo corpus, into $(DAGSTER_HOME).
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m agedistill_dag.materialize --profile demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+# The Dagster web UI on the same instance `make demo` wrote to.
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev
+
+# The same stages through DVC (profile: `dvc.profile` in params.yaml).
+repro: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+clean-demo:
+	rm -rf data/demo $(DAGSTER_HOME)

@@ -1,0 +1,1 @@
+"""Student networks: model zoo, augmentation, losses, checkpoints, export, DDP helpers."""

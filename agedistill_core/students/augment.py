@@ -1,0 +1,202 @@
+"""Training-time augmentation of face crops (SPEC section 4, "Augmentation").
+
+Every sample gets its own random policy.  Each parameter is drawn from a
+bounded normal ``N~(mu, sigma) = clip(N(mu, sigma), mu - 2 sigma, mu + 2 sigma)``:
+
+* rotation ``N~(0, 5)`` degrees and shear with both coefficients
+  ``|N~(0, 0.05)|``, about the crop centre;
+* box jitter with ``s = 0.045 * box height``: offset (x and y drawn
+  independently) ``N~(-s/5, s/2)``, size change ``N~(s/2, s)``; the jittered box
+  is grown again by the crop margin;
+* contrast ``a ~ N~(1, 0.25)`` and brightness ``b ~ N~(0, 24)`` applied as
+  ``(x - 128) * a + 128 + b`` on 0..255;
+* horizontal flip with ``p = 0.5``.
+
+All geometry is one ``cv2.warpAffine`` (bilinear, replicated border) from the
+stored crop straight to the network input size, so pixels are resampled once.
+
+Stored crops (SPEC section 2) are square, with the face box centred and of side
+``S / (1 + 2 * margin)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+import cv2
+import numpy as np
+import torch
+
+from agedistill_core.errors import ConfigError
+
+VGGFACE2_MEAN_RGB = (131.0912, 103.8827, 91.4953)
+
+
+def bounded_normal(rng: np.random.Generator, mu, sigma, size=None):
+    """Draw ``clip(N(mu, sigma), mu - 2 sigma, mu + 2 sigma)``."""
+    x = rng.normal(mu, sigma, size)
+    return np.clip(x, mu - 2.0 * sigma, mu + 2.0 * sigma)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation strengths; the defaults are SPEC section 4's numbers."""
+
+    rotation_sigma: float = 5.0  # degrees
+    shear_sigma: float = 0.05  # both shear coefficients are |N~(0, shear_sigma)|
+    jitter_scale: float = 0.045  # s = jitter_scale * face box height
+    contrast_sigma: float = 0.25  # a ~ N~(1, contrast_sigma)
+    brightness_sigma: float = 24.0  # b ~ N~(0, brightness_sigma), on 0..255
+    flip_p: float = 0.5
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("rotation_sigma", "shear_sigma", "jitter_scale",
+                     "contrast_sigma", "brightness_sigma"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(
+                    f"augment.{name} must be a finite number >= 0, got {value!r}; "
+                    "fix it in params.yaml"
+                )
+        if not (0.0 <= float(self.flip_p) <= 1.0):
+            raise ConfigError(
+                f"augment.flip_p must be in [0, 1], got {self.flip_p!r}; fix it in params.yaml"
+            )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "AugmentConfig":
+        """Build from a params.yaml mapping; unknown keys raise ``ConfigError``."""
+        d = dict(d or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown augment option(s) {', '.join(unknown)}; "
+                f"choose from: {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """One sample's drawn policy.
+
+    Jitter values are fractions of the face box height (multiply by the box
+    height in pixels to get pixels); the pixel draw ``N~(-s/5, s/2)`` with
+    ``s = k * H`` equals ``H * N~(-k/5, k/2)`` because clipping commutes with
+    positive scaling.
+    """
+
+    rotation_deg: float = 0.0
+    shear_x: float = 0.0
+    shear_y: float = 0.0
+    offset_x: float = 0.0  # fraction of box height, + moves the box right
+    offset_y: float = 0.0  # fraction of box height, + moves the box down
+    size_change: float = 0.0  # fraction of box height added to the box side
+    contrast: float = 1.0
+    brightness: float = 0.0
+    flip: bool = False
+
+    @classmethod
+    def identity(cls) -> "AugmentParams":
+        return cls()
+
+
+def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams:
+    """Draw one policy.  The draw order is fixed, so results are reproducible."""
+    k = cfg.jitter_scale
+    rotation = float(bounded_normal(rng, 0.0, cfg.rotation_sigma))
+    shear_x = abs(float(bounded_normal(rng, 0.0, cfg.shear_sigma)))
+    shear_y = abs(float(bounded_normal(rng, 0.0, cfg.shear_sigma)))
+    offset_x = float(bounded_normal(rng, -k / 5.0, k / 2.0))
+    offset_y = float(bounded_normal(rng, -k / 5.0, k / 2.0))
+    size_change = float(bounded_normal(rng, k / 2.0, k))
+    contrast = float(bounded_normal(rng, 1.0, cfg.contrast_sigma))
+    brightness = float(bounded_normal(rng, 0.0, cfg.brightness_sigma))
+    flip = bool(rng.random() < cfg.flip_p)
+    return AugmentParams(rotation, shear_x, shear_y, offset_x, offset_y,
+                         size_change, contrast, brightness, flip)
+
+
+def warp_matrix(crop_size: int, out_size: int, margin: float, p: AugmentParams) -> np.ndarray:
+    """2x3 map from output pixel index to source pixel index (``WARP_INVERSE_MAP``).
+
+    Continuous coordinates put pixel centres at ``i + 0.5``.  With identity
+    params this is exactly ``cv2.resize``'s bilinear sampling grid.
+    """
+    S = float(crop_size)
+    box = S / (1.0 + 2.0 * margin)  # face box side in the stored crop
+    side = (box * (1.0 + p.size_change)) * (1.0 + 2.0 * margin)  # jittered, re-grown
+    k = side / float(out_size)  # source pixels per output pixel
+    t = math.radians(p.rotation_deg)
+    rot = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
+    shear = np.array([[1.0, p.shear_x], [p.shear_y, 1.0]])
+    lin = k * (rot @ shear)
+    centre = np.array([S / 2.0 + p.offset_x * box, S / 2.0 + p.offset_y * box])
+    # src_idx = lin @ (dst_idx + 0.5 - out/2) + centre - 0.5
+    shift = lin @ np.full(2, 0.5 - out_size / 2.0) + centre - 0.5
+    return np.hstack([lin, shift[:, None]]).astype(np.float64)
+
+
+def _check_crop(crop: np.ndarray) -> None:
+    if not isinstance(crop, np.ndarray) or crop.ndim != 3 or crop.shape[2] != 3:
+        raise ValueError(f"expected an (S, S, 3) RGB crop, got shape {getattr(crop, 'shape', None)}")
+    if crop.shape[0] != crop.shape[1]:
+        raise ValueError(f"expected a square crop, got {crop.shape[1]}x{crop.shape[0]}")
+    if crop.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 crop, got {crop.dtype}")
+
+
+def apply_params(crop: np.ndarray, out_size: int, margin: float, p: AugmentParams) -> np.ndarray:
+    """Apply one drawn policy: geometry (one warp), contrast/brightness, flip."""
+    _check_crop(crop)
+    m = warp_matrix(crop.shape[0], out_size, margin, p)
+    img = cv2.warpAffine(
+        np.ascontiguousarray(crop), m, (out_size, out_size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    if p.contrast != 1.0 or p.brightness != 0.0:
+        x = img.astype(np.float32)
+        x = (x - 128.0) * np.float32(p.contrast) + np.float32(128.0 + p.brightness)
+        img = np.rint(np.clip(x, 0.0, 255.0)).astype(np.uint8)
+    if p.flip:
+        img = np.ascontiguousarray(img[:, ::-1])
+    return img
+
+
+def augment_face(
+    crop: np.ndarray,
+    out_size: int,
+    margin: float,
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    *,
+    params: AugmentParams | None = None,
+) -> np.ndarray:
+    """Randomly augment one stored face crop to ``(out_size, out_size, 3)`` uint8.
+
+    With ``cfg.enabled`` False this is exactly ``cv2.resize(crop, (out, out),
+    INTER_LINEAR)`` and draws nothing from ``rng``.  ``params`` overrides the
+    random draw (tests, debugging).
+    """
+    _check_crop(crop)
+    if params is None:
+        if not cfg.enabled:
+            return cv2.resize(crop, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
+        params = sample_params(rng, cfg)
+    return apply_params(crop, out_size, margin, params)
+
+
+def to_tensor(batch: np.ndarray) -> torch.Tensor:
+    """``(N, H, W, 3)`` uint8 RGB -> float32 ``(N, 3, H, W)`` minus the VGGFace2 mean."""
+    if not isinstance(batch, np.ndarray) or batch.ndim != 4 or batch.shape[3] != 3:
+        raise ValueError(f"expected an (N, H, W, 3) RGB batch, got shape {getattr(batch, 'shape', None)}")
+    x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
+    mean = torch.tensor(VGGFACE2_MEAN_RGB, dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - mean).contiguous()

@@ -1,0 +1,92 @@
+"""ONNX export of a trained student and a torch-vs-onnxruntime parity check.
+
+Uses torch's TorchScript-based exporter (``dynamo=False``): the dynamo exporter
+needs ``onnxscript``, which is not a dependency.  Input ``input`` is
+``(batch, 3, size, size)`` float32, mean-subtracted (see ``augment.to_tensor``);
+output ``output`` is the raw head (``(batch, n_outputs)``); the batch axis is
+dynamic.  Weights are stored inside the .onnx file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agedistill_core.students.checkpoint import unwrap_model
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def export_onnx(model: torch.nn.Module, path, input_size: int, *, opset: int = 17) -> Path:
+    """Export ``model`` (eval mode) to ``path`` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = unwrap_model(model)
+    was_training = net.training
+    net.eval()
+    dummy = torch.zeros(2, 3, input_size, input_size, device=_device_of(net))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(
+                net, (dummy,), tmp,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True,
+            )
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    finally:
+        net.train(was_training)
+    return path
+
+
+def onnx_parity(model: torch.nn.Module, onnx_path, input_size: int, n: int = 4, seed: int = 0) -> float:
+    """Max abs difference between torch (eval) and onnxruntime (CPU) on ``n`` random inputs.
+
+    Inputs are standard normal; ``n`` need not equal the export batch, which
+    also exercises the dynamic batch axis.
+    """
+    import onnxruntime as ort
+
+    net = unwrap_model(model)
+    was_training = net.training
+    net.eval()
+    try:
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(n, 3, input_size, input_size, generator=g)
+        with torch.no_grad():
+            ref = net(x.to(_device_of(net))).float().cpu().numpy()
+    finally:
+        net.train(was_training)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    if out.shape != ref.shape:
+        raise ValueError(f"onnx output shape {out.shape} != torch output shape {ref.shape}")
+    return float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64))))

@@ -1,0 +1,1 @@
+"""Assets by domain: data (manifest, crops), teacher (labels, table), students, benchmarks."""
