@@ -39,6 +39,8 @@ class SplitSettings:
 @dataclass(frozen=True)
 class FaceSettings:
     detector: str = "none"         # a key of agedistill_core.faces.DETECTORS
+    align: str = "none"            # none (square box + margin) | dlib5 (5-point landmark chip)
+    align_padding: float = 0.2     # dlib5 chip padding (dlib's default; the age network's framing)
     margin: float = 0.2            # SPEC 2: square box + 0.2 on each side
     crop_size: int = 160           # stored crop side in pixels
     min_score: float = 0.5
@@ -49,10 +51,15 @@ class FaceSettings:
 
 @dataclass(frozen=True)
 class TeacherSettings:
-    members: tuple[str, ...] = ("age_gender_onnx",)
-    children: tuple[str, ...] = ()
-    batch_size: int = 64
-    threads: int = 0               # onnxruntime intra-op threads; 0 = all cores
+    # Each member: a registered name (string) or a mapping {name: <registered>, ...options},
+    # e.g. {name: caffe, prototxt: p, caffemodel: m, bins: 101} or {name: torch, checkpoint: c}.
+    members: tuple = ("age_gender_onnx",)
+    children: tuple = ()           # children specialists, same forms; gate below
+    children_gate: float = 12.0    # SPEC 3: children members decide when the general age <= this
+    variants: int = 8              # SPEC 3 test-time variants: 8, or 1 (original only)
+    batch_size: int = 64           # faces per batch (x variants per member forward pass)
+    threads: int = 0               # onnxruntime / torch intra-op threads; 0 = all cores
+    prefetch: bool = True          # decode the next batch in a thread while the networks run
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,8 @@ class StudentSettings:
     workers: int = 0               # DataLoader worker processes
     pretrained_dir: str | None = None  # folder of local timm weights; None: from scratch
     label_source: str = "teacher"  # teacher (distillation) | ground_truth (baseline)
+    init_checkpoint: str | None = None  # start from this student checkpoint (fine-tuning); None: fresh
+    tag: str | None = None         # appended to the run folder name (keeps variants apart)
 
 
 @dataclass(frozen=True)
@@ -192,17 +201,15 @@ def _build_section(cls: type, raw: Any, where: str) -> Any:
 
 
 def find_params(path: str | os.PathLike | None = None) -> Path:
-    """The params file: the argument, $AGEDISTILL_PARAMS, or ./params.yaml, or the repo's."""
-    candidates = [path, os.environ.get(PARAMS_ENV), "params.yaml",
-                  Path(__file__).resolve().parents[1] / "params.yaml"]
-    for cand in candidates:
-        if cand and Path(cand).is_file():
+    """The params file: the argument, else $AGEDISTILL_PARAMS, else ./params.yaml, else the repo's."""
+    explicit = path or os.environ.get(PARAMS_ENV)
+    if explicit:
+        if not Path(explicit).is_file():
+            raise ConfigError(f"params file {explicit} not found; pass --params PATH or set {PARAMS_ENV}")
+        return Path(explicit).resolve()
+    for cand in ("params.yaml", Path(__file__).resolve().parents[1] / "params.yaml"):
+        if Path(cand).is_file():
             return Path(cand).resolve()
-    if path or os.environ.get(PARAMS_ENV):
-        raise ConfigError(
-            f"params file {path or os.environ.get(PARAMS_ENV)} not found; "
-            f"pass --params PATH or set {PARAMS_ENV}"
-        )
     raise ConfigError(f"no params.yaml in {os.getcwd()}; run from the repo root or set {PARAMS_ENV}")
 
 
@@ -272,5 +279,25 @@ def _validate(s: Settings) -> None:
             f"{s.profile}.students.label_source must be 'teacher' or 'ground_truth', "
             f"got {s.students.label_source!r}"
         )
+    if s.faces.align not in ("none", "dlib5"):
+        raise ConfigError(f"{s.profile}.faces.align must be 'none' or 'dlib5', got {s.faces.align!r}")
+    if not 0 <= s.faces.align_padding <= 1:
+        raise ConfigError(f"{s.profile}.faces.align_padding must be in [0, 1], got {s.faces.align_padding}")
+    if s.faces.workers < 1:
+        raise ConfigError(f"{s.profile}.faces.workers must be >= 1, got {s.faces.workers}")
     if not s.teacher.members:
         raise ConfigError(f"{s.profile}.teacher.members must list at least one member")
+    for key in ("members", "children"):
+        for i, m in enumerate(getattr(s.teacher, key)):
+            where = f"{s.profile}.teacher.{key}[{i}]"
+            if isinstance(m, dict):
+                if not isinstance(m.get("name"), str):
+                    raise ConfigError(f"{where} must have a 'name' (a registered member such as "
+                                      f"age_gender_onnx, caffe or torch), got {m!r}")
+            elif not isinstance(m, str):
+                raise ConfigError(f"{where} must be a member name or a mapping with 'name', got {m!r}")
+    if s.teacher.variants not in (1, 8):
+        raise ConfigError(f"{s.profile}.teacher.variants must be 1 (original only) or 8 (SPEC 3), "
+                          f"got {s.teacher.variants}")
+    if s.teacher.batch_size < 1:
+        raise ConfigError(f"{s.profile}.teacher.batch_size must be >= 1, got {s.teacher.batch_size}")

@@ -1,0 +1,55 @@
+"""Re-binning, the teacher on real faces, and the label table's checks."""
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from agedistill_core.images import read_image, resize
+from agedistill_core.settings import TeacherSettings
+from agedistill_core.teacher import AGE_AXIS, build_teacher, rebin
+from agedistill_core.vmage import age_group, check_vmage
+from conftest import UTKFACE, needs_utkface
+
+
+def test_rebin_keeps_mass_and_expected_age():
+    rng = np.random.default_rng(0)
+    bins = np.r_[0.25, np.arange(1, 81)]
+    p = rng.dirichlet(np.ones(81), size=5)
+    q = rebin(p, bins)
+    assert q.shape == (5, 101)
+    np.testing.assert_allclose(q.sum(1), 1, atol=1e-12)
+    np.testing.assert_allclose(q @ AGE_AXIS, p @ bins, atol=1e-9)
+
+
+@needs_utkface
+def test_bundled_teacher_on_real_faces():
+    files = sorted(UTKFACE.glob("*.jpg"))[::97][:96]
+    ages = np.array([float(f.name.split("_")[0]) for f in files])
+    crops = np.stack([resize(read_image(f), 64) for f in files])
+    out = build_teacher(TeacherSettings()).label(crops)
+    mae = np.abs(out.age - ages).mean()
+    assert mae < 10, mae
+    np.testing.assert_allclose(out.probs.sum(1), 1, atol=1e-5)
+    assert out.member_probs.shape == (96, 1, 101) and (out.age_spread == 0).all()
+
+
+def test_spec_age_groups():
+    assert age_group(np.array([0, 15.4, 15.6, 25, 45.4, 60, 61, 100])) == [
+        "0-15", "0-15", "16-25", "16-25", "36-45", "46-60", "61-100", "61-100"]
+
+
+def _table(ages, probs, ids):
+    return pa.table({"image_id": ids, "face": pa.array([0] * len(ids), pa.int16()), "teacher_age": ages,
+                     "probs": pa.array(list(probs), pa.list_(pa.float32(), 101))})
+
+
+def test_checks_catch_each_defect():
+    good = np.full((3, 101), 1 / 101, np.float32)
+    crops = pa.table({"image_id": ["a", "b", "c", "d"], "status": ["ok", "ok", "whole_image", "unreadable"]})
+    assert all(c.passed for c in check_vmage(_table([1.0, 2.0, 3.0], good, ["a", "b", "c"]), crops))
+    bad = good.copy()
+    bad[0] *= 2
+    failed = {c.name for c in check_vmage(_table([1.0, 120.0, 3.0], bad, ["a", "a", "c"]), crops) if not c.passed}
+    assert failed == {"ages_in_range", "vectors_sum_to_one", "unique_ids"}
+    short = _table([1.0, 2.0], good[:2], ["a", "b"])
+    failed = {c.name for c in check_vmage(short, crops) if not c.passed}
+    assert failed == {"counts_match_crops"}

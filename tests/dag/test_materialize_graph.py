@@ -1,0 +1,54 @@
+"""Materialise the whole asset graph in-process on 300 real UTKFace faces (one short epoch)."""
+import math
+
+import dagster as dg
+import pyarrow.parquet as pq
+
+from agedistill_core.crops import CROPS_SCHEMA
+from agedistill_core.labels import LABELS_SCHEMA
+from agedistill_core.settings import load_settings
+from agedistill_core.shards import list_shards, read_shards, read_table
+from agedistill_dag.materialize import materialize_all
+from conftest import needs_utkface
+
+
+@needs_utkface
+def test_full_graph_on_real_faces(utk_params):
+    instance = dg.DagsterInstance.ephemeral()
+    results = materialize_all("utk", str(utk_params), instance=instance, log=lambda _: None)
+    assert all(r.success for r in results.values())
+    s = load_settings("utk", utk_params)
+
+    # partitions: the manifest registered 3 shards of <=128 images, each materialised
+    shards = instance.get_dynamic_partitions("shards")
+    assert shards == ["shard-00000", "shard-00001", "shard-00002"]
+    assert list_shards(s.crops_dir) == shards == list_shards(s.labels_dir)
+
+    crops = read_shards(s.crops_dir)
+    labels = read_shards(s.labels_dir)
+    assert crops.num_rows == 300 and labels.num_rows == 300
+    assert pq.read_schema(s.crops_dir / "shard-00000.parquet").remove_metadata() == CROPS_SCHEMA
+    assert pq.read_schema(s.labels_dir / "shard-00000.parquet").remove_metadata() == LABELS_SCHEMA
+
+    vmage = read_table(s.vmage_path)
+    assert vmage.num_rows == 300
+    assert {"teacher_age", "probs", "split", "gt_age", "age_group"} <= set(vmage.column_names)
+
+    # the checks ran and passed
+    check_evals = [e for r in results.values() for e in r.get_asset_check_evaluations()]
+    assert {e.check_name for e in check_evals} == {"ages_in_range", "vectors_sum_to_one", "unique_ids",
+                                                  "counts_match_crops"}
+    assert all(e.passed for e in check_evals)
+
+    bench = {r["run"]: r for r in read_table(s.benchmarks_dir / "benchmark.parquet").to_pylist()}
+    assert bench["age_gender_onnx"]["mae_to_ground_truth"] < 10          # the teacher on real ages
+    student = bench["mn3_small"]
+    assert math.isfinite(student["mae_to_teacher"]) and math.isfinite(student["mae_to_ground_truth"])
+    assert student["test_faces"] == bench["age_gender_onnx"]["test_faces"] > 30
+    assert (s.students_dir / "mn3_small" / "best.pt").is_file()
+    assert (s.students_dir / "mn3_small" / "metrics.png").is_file()
+
+    # the vmage_table materialisation carries its summary for the UI
+    mat = instance.get_latest_materialization_event(dg.AssetKey("vmage_table")).asset_materialization
+    assert mat.metadata["faces"].value == 300
+    assert "61-100" in mat.metadata["age_groups"].value
