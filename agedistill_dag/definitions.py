@@ -14,6 +14,7 @@ from agedistill_dag.assets import benchmarks, data, students, teacher
 from agedistill_dag.checks import vmage_checks
 from agedistill_dag.jobs import reevaluate_job, weekly_reevaluation
 from agedistill_dag.resources import AgedistillConfig
+from agedistill_dag.sensors import label_shard_job, new_images_sensor, refresh_manifest_job, unlabelled_shards_sensor
 
 EXECUTORS = {"multiprocess": dg.multiprocess_executor, "in_process": dg.in_process_executor}
 
@@ -30,7 +31,8 @@ all_assets = dg.load_assets_from_modules([data, teacher, students, benchmarks])
 defs = dg.Definitions(
     assets=all_assets,
     asset_checks=[vmage_checks],
-    jobs=[reevaluate_job],
+    jobs=[reevaluate_job, refresh_manifest_job, label_shard_job],
+    sensors=[new_images_sensor, unlabelled_shards_sensor],
     schedules=[weekly_reevaluation],
     resources={"config": AgedistillConfig()},
     executor=_executor(),

@@ -27,3 +27,34 @@ def test_checks_and_weekly_schedule_off_by_default():
     (sched,) = defs.schedules
     assert sched.default_status == dg.DefaultScheduleStatus.STOPPED
     assert sched.job_name == "reevaluate"
+
+
+def test_sensors_request_manifest_refresh_and_missing_shards(tmp_path):
+    """Sensors off by default; on a real folder they ask for exactly the missing work."""
+    import numpy as np
+
+    from agedistill_core.images import encode_jpeg
+    from agedistill_dag.materialize import materialize_all
+    from agedistill_dag.resources import AgedistillConfig
+    from agedistill_dag.sensors import new_images_sensor, unlabelled_shards_sensor
+    from conftest import write_params
+
+    assert new_images_sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    root = tmp_path / "imgs"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        (root / f"{i}.jpg").write_bytes(encode_jpeg(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)))
+    p = write_params(tmp_path, {"f": {"workdir": str(tmp_path / "w"), "shard_size": 2,
+                                      "dataset": {"name": "folder", "root": str(root)},
+                                      "faces": {"detector": "none"}}})
+    instance = dg.DagsterInstance.ephemeral()
+    config = AgedistillConfig(profile="f", params=str(p))
+    ctx = dg.build_sensor_context(instance=instance, resources={"config": config})
+    assert isinstance(new_images_sensor(ctx), dg.RunRequest)             # no manifest yet
+    dg.materialize([*defs.assets], selection="face_manifest", instance=instance, resources={"config": config})
+    assert isinstance(new_images_sensor(ctx), dg.SkipReason)
+    requests = unlabelled_shards_sensor(dg.build_sensor_context(instance=instance))
+    assert sorted(r.partition_key for r in requests) == ["shard-00000", "shard-00001"]
+    (root / "3.jpg").write_bytes((root / "0.jpg").read_bytes())
+    assert isinstance(new_images_sensor(ctx), dg.RunRequest)             # a new image appeared
