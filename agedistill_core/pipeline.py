@@ -1,7 +1,8 @@
 """The whole pipeline as plain function calls: the map of the stages.
 
-``manifest -> crops (per shard) -> labels (per shard) -> vmage -> students
-(per architecture) -> benchmark``.  The CLI, DVC, Dagster and tests all call
+``manifest -> crops (per shard) -> labels (per shard) -> vmage -> lfwc
+(per corruption x severity) -> students (per architecture) -> benchmark +
+robustness``.  The CLI, DVC, Dagster and tests all call
 these same functions; ``run_all`` just calls them in order.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pyarrow.compute as pc
 from agedistill_core.crops import StageResult, crop_shard
 from agedistill_core.datasets import build_manifest
 from agedistill_core.evaluate.benchmark import run_benchmark
+from agedistill_core.evaluate.robustness import build_lfwc_partition, run_robustness, selected
 from agedistill_core.labels import label_shard
 from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text, read_shards, read_table
@@ -56,6 +58,13 @@ def run_vmage(settings: Settings, log: Log = print) -> dict:
     return summary
 
 
+def run_lfwc(settings: Settings, names: list[str] | None = None, severities: list[int] | None = None,
+             log: Log = print) -> list[StageResult]:
+    """Build the corrupted set's partitions (all that the profile selects, or a subset)."""
+    return [build_lfwc_partition(settings, n, s, log=log) for n, s in selected(settings)
+            if (not names or n in names) and (not severities or s in severities)]
+
+
 def run_students(settings: Settings, archs: list[str] | None = None, log: Log = print) -> list[dict]:
     return [train_student(settings, a, log=log) for a in (archs or list(settings.students.archs))]
 
@@ -67,6 +76,9 @@ def run_all(settings: Settings, log: Log = print) -> str:
     run_crops(settings, log=log)
     run_labels(settings, log=log)
     run_vmage(settings, log=log)
+    if settings.corruptions.enabled:
+        run_lfwc(settings, log=log)
     run_students(settings, log=log)
     run_benchmark(settings, log=log)
+    run_robustness(settings, log=log)
     return (settings.benchmarks_dir / "benchmark.md").read_text()

@@ -81,6 +81,19 @@ class StudentSettings:
     label_source: str = "teacher"  # teacher (distillation) | ground_truth (baseline)
     init_checkpoint: str | None = None  # start from this student checkpoint (fine-tuning); None: fresh
     tag: str | None = None         # appended to the run folder name (keeps variants apart)
+    threads: int = 0               # torch intra-op threads; 0 = torch default (all cores)
+
+
+@dataclass(frozen=True)
+class CorruptionSettings:
+    """LFW+C-style robustness set: the base split's crops x corruptions x severities."""
+    enabled: bool = True           # materialise lfwc_images in `materialize_all` / the CLI `all`
+    base_split: str = "test"       # which split of the label table is corrupted
+    names: tuple[str, ...] = ()    # () = all registered corruptions (SPEC's 13)
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    max_faces: int | None = None   # fixed-seed subset of the base split (None = all)
+    seed: int = 0
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -101,6 +114,7 @@ class Settings:
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     students: StudentSettings = field(default_factory=StudentSettings)
     evaluate: EvalSettings = field(default_factory=EvalSettings)
+    corruptions: CorruptionSettings = field(default_factory=CorruptionSettings)
 
     # -- derived paths: one place that says where every artifact lives --------
     @property
@@ -129,6 +143,10 @@ class Settings:
         return self.workdir / "students"
 
     @property
+    def lfwc_dir(self) -> Path:
+        return self.workdir / "lfwc"
+
+    @property
     def benchmarks_dir(self) -> Path:
         return self.workdir / "benchmarks"
 
@@ -145,6 +163,7 @@ SECTIONS = {
     "teacher": TeacherSettings,
     "students": StudentSettings,
     "evaluate": EvalSettings,
+    "corruptions": CorruptionSettings,
 }
 TOP_LEVEL = {"workdir", "seed", "shard_size"}
 
@@ -288,6 +307,9 @@ def _validate(s: Settings) -> None:
     if not s.teacher.members:
         raise ConfigError(f"{s.profile}.teacher.members must list at least one member")
     for key in ("members", "children"):
+        if not isinstance(getattr(s.teacher, key), tuple):
+            raise ConfigError(f"{s.profile}.teacher.{key} must be a list of members, "
+                              f"got {getattr(s.teacher, key)!r}")
         for i, m in enumerate(getattr(s.teacher, key)):
             where = f"{s.profile}.teacher.{key}[{i}]"
             if isinstance(m, dict):

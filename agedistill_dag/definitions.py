@@ -10,7 +10,7 @@ import os
 
 import dagster as dg
 
-from agedistill_dag.assets import benchmarks, data, students, teacher
+from agedistill_dag.assets import benchmarks, corruptions, data, students, teacher
 from agedistill_dag.checks import vmage_checks
 from agedistill_dag.jobs import reevaluate_job, weekly_reevaluation
 from agedistill_dag.resources import AgedistillConfig
@@ -26,7 +26,7 @@ def _executor() -> dg.ExecutorDefinition:
     return EXECUTORS[name]
 
 
-all_assets = dg.load_assets_from_modules([data, teacher, students, benchmarks])
+all_assets = dg.load_assets_from_modules([data, teacher, corruptions, students, benchmarks])
 
 defs = dg.Definitions(
     assets=all_assets,

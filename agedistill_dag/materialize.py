@@ -13,9 +13,11 @@ from typing import Callable
 import dagster as dg
 
 from agedistill_core.errors import AgedistillError
+from agedistill_core.evaluate.robustness import selected
 from agedistill_core.pipeline import manifest_shards
 from agedistill_dag.checks import vmage_checks
 from agedistill_dag.definitions import all_assets
+from agedistill_dag.partitions import lfwc_key
 from agedistill_dag.resources import AgedistillConfig
 
 
@@ -43,6 +45,9 @@ def materialize_all(profile: str | None = None, params: str | None = None,
     for sid in manifest_shards(settings):
         run(f"face_crops+teacher_soft_labels[{sid}]", "key:face_crops or key:teacher_soft_labels", sid)
     run("vmage_table", "vmage_table")
+    if settings.corruptions.enabled:
+        for name, sev in selected(settings):
+            run(f"lfwc_images[{name}|{sev}]", "lfwc_images", lfwc_key(name, sev))
     for arch in archs or settings.students.archs:
         run(f"student_checkpoints[{arch}]", "student_checkpoints", arch)
     run("benchmark_tables", "benchmark_tables")

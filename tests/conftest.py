@@ -37,4 +37,5 @@ def utk_params(tmp_path: Path) -> Path:
         "dataset": {"name": "utkface", "root": str(UTKFACE), "limit": 300},
         "faces": {"detector": "none", "crop_size": 112},
         "students": {"archs": ["mn3_small"], "epochs": 1, "batch_size": 32, "augment": True},
+        "corruptions": {"names": ["defocus_blur", "jpeg"], "severities": [1, 5], "max_faces": 40},
     }})

@@ -48,6 +48,19 @@ def test_full_graph_on_real_faces(utk_params):
     assert (s.students_dir / "mn3_small" / "best.pt").is_file()
     assert (s.students_dir / "mn3_small" / "metrics.png").is_file()
 
+    # the corrupted set: the 4 selected (corruption, severity) partitions, 40 faces each
+    lfwc = {p.name for p in s.lfwc_dir.iterdir()}
+    assert lfwc == {"defocus_blur-s1", "defocus_blur-s5", "jpeg-s1", "jpeg-s5"}
+    rob = read_table(s.benchmarks_dir / "robustness.parquet").to_pylist()
+    assert {(r["model"], r["corruption"], r["severity"]) for r in rob} >= {
+        ("teacher", "defocus_blur", 5), ("mn3_small", "jpeg", 1)}
+    assert all(r["faces"] == 40 and math.isfinite(r["mae"]) for r in rob)
+    mae = {(r["model"], r["corruption"], r["severity"]): r["mae"] for r in rob}
+    assert mae[("teacher", "defocus_blur", 5)] > mae[("teacher", "clean", 0)]   # heavy blur hurts
+    assert (s.benchmarks_dir / "robustness.png").stat().st_size > 10_000
+    bench_meta = instance.get_latest_materialization_event(dg.AssetKey("benchmark_tables")).asset_materialization
+    assert "defocus_blur" in bench_meta.metadata["robustness"].value
+
     # the vmage_table materialisation carries its summary for the UI
     mat = instance.get_latest_materialization_event(dg.AssetKey("vmage_table")).asset_materialization
     assert mat.metadata["faces"].value == 300

@@ -1,0 +1,177 @@
+"""LFW+C-style robustness: corrupt the evaluation crops 13 x 5 ways, measure MAE.
+
+One partition = one (corruption, severity): ``lfwc/<name>-s<k>/part-NNNNN.parquet``
+(lossless PNGs, one row per base face, status + reason).  The evaluation runs
+the teacher and every trained student on each partition present and writes the
+paper's Table 6 (MAE per corruption, averaged over severities) and Figure 4 (a
+bar chart), next to the long table (one row per model x corruption x severity).
+
+MAE is to ground truth where the base set has real ages (as LFW+ has), else to
+the teacher's label of the clean face; the ``target`` column says which.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from agedistill_core.corruptions import SEVERITIES, corrupt_table, corruption_names
+from agedistill_core.crops import StageResult
+from agedistill_core.errors import ConfigError
+from agedistill_core.evaluate.metrics import mae
+from agedistill_core.evaluate.predict import load_student
+from agedistill_core.labels import get_teacher, label_crops
+from agedistill_core.settings import Settings
+from agedistill_core.shards import atomic_write_text, read_table, table_metadata, write_table
+from agedistill_core.students.data import FaceSet, load_split
+
+
+def selected(settings: Settings) -> list[tuple[str, int]]:
+    """The (corruption, severity) pairs this profile materialises."""
+    cfg = settings.corruptions
+    names = list(cfg.names) or corruption_names()
+    unknown = sorted(set(names) - set(corruption_names()))
+    if unknown:
+        raise ConfigError(f"{settings.profile}.corruptions.names: unknown {', '.join(unknown)}; "
+                          f"choose from {', '.join(corruption_names())}")
+    bad = sorted(set(cfg.severities) - set(SEVERITIES))
+    if bad:
+        raise ConfigError(f"{settings.profile}.corruptions.severities: {bad} not in 1..5")
+    return [(n, int(s)) for n in names for s in cfg.severities]
+
+
+def partition_dir(settings: Settings, name: str, severity: int) -> Path:
+    return settings.lfwc_dir / f"{name}-s{int(severity)}"
+
+
+def base_faces(settings: Settings) -> FaceSet:
+    """The base split's faces (fixed-seed subset when ``max_faces`` is set)."""
+    faces = load_split(settings, settings.corruptions.base_split, "teacher")
+    limit = settings.corruptions.max_faces
+    if limit is not None and len(faces) > limit:
+        idx = np.sort(np.random.default_rng([settings.seed, 11]).permutation(len(faces))[:limit])
+        faces = faces.subset(idx)
+    return faces
+
+
+def build_lfwc_partition(settings: Settings, name: str, severity: int, *, force: bool = False,
+                         log=print) -> StageResult:
+    """Corrupt the base faces with one (corruption, severity), in shard-sized parts."""
+    out = partition_dir(settings, name, severity)
+    version = settings.section_hash("dataset", "faces", "split", "corruptions")
+    parts = sorted(out.glob("part-*.parquet"))
+    if parts and not force and all(table_metadata(p).get("version") == version for p in parts):
+        return StageResult(out, sum(read_table(p, ["image_id"]).num_rows for p in parts), {}, skipped=True)
+    faces = base_faces(settings)
+    for stale in parts:
+        stale.unlink()
+    counts: dict[str, int] = {}
+    step = settings.shard_size
+    for k, lo in enumerate(range(0, len(faces), step)):
+        chunk = pa.table({"image_id": faces.image_id[lo:lo + step], "jpeg": pa.array(faces.jpeg[lo:lo + step], pa.binary())})
+        table = corrupt_table(chunk, name, severity, seed=settings.corruptions.seed, workers=settings.corruptions.workers)
+        for d in pc.value_counts(table["status"]).to_pylist():
+            counts[d["values"]] = counts.get(d["values"], 0) + int(d["counts"])
+        write_table(table, out / f"part-{k:05d}.parquet", {"version": version})
+    log(f"lfwc {name} s{severity}: {len(faces)} faces {counts}")
+    return StageResult(out, len(faces), counts)
+
+
+def _partition_faces(folder: Path) -> tuple[list[str], list[bytes]]:
+    table = pa.concat_tables([read_table(p, ["image_id", "png", "status"]) for p in sorted(folder.glob("part-*.parquet"))])
+    table = table.filter(pc.equal(table["status"], "ok"))
+    return table["image_id"].to_pylist(), table["png"].to_pylist()
+
+
+def run_robustness(settings: Settings, log=print) -> pa.Table | None:
+    """MAE per model x corruption x severity over the partitions on disk (None if none)."""
+    done = [(n, s) for n, s in selected(settings) if any(partition_dir(settings, n, s).glob("part-*.parquet"))]
+    if not done:
+        return None
+    base = base_faces(settings)
+    has_gt = bool(np.isfinite(base.gt_age).any())
+    target_of = dict(zip(base.image_id, base.gt_age if has_gt else base.teacher_age))
+    teacher = get_teacher(settings)
+    models: list[tuple[str, object]] = [("teacher", None)]
+    models += [(ckpt.parent.name, load_student(ckpt)) for ckpt in sorted(Path(settings.students_dir).glob("*/best.pt"))]
+
+    def predict(model, ids, images) -> np.ndarray:
+        if model is None:
+            outputs, kept = label_crops(teacher, images, ids, batch_size=settings.teacher.batch_size)
+            ages = np.full(len(ids), np.nan)
+            if outputs:
+                ages[kept] = np.concatenate([o.age for o in outputs])
+            return ages
+        return model.predict_jpegs(images, settings.evaluate.batch_size)
+
+    rows = []
+    cases = [("clean", 0, base.image_id, base.jpeg)] + [
+        (n, s, *_partition_faces(partition_dir(settings, n, s))) for n, s in done]
+    for name, sev, ids, images in cases:
+        target = np.array([target_of[i] for i in ids], np.float64)
+        for run, model in models:
+            rows.append(dict(model=run, corruption=name, severity=sev, faces=len(ids),
+                             mae=mae(predict(model, ids, images), target),
+                             target="ground_truth" if has_gt else "teacher_clean"))
+        log(f"robustness {name} s{sev}: " + ", ".join(f"{r['model']} {r['mae']:.2f}" for r in rows[-len(models):]))
+    table = pa.Table.from_pylist(rows)
+    out = settings.benchmarks_dir
+    write_table(table, out / "robustness.parquet")
+    atomic_write_text(out / "robustness.md", table6_markdown(rows, [m for m, _ in models], has_gt))
+    plot_robustness(rows, [m for m, _ in models], out / "robustness.png")
+    return table
+
+
+def table6(rows: list[dict], models: list[str]) -> list[dict]:
+    """MAE per corruption averaged over severities (the paper's Table 6), plus overall."""
+    names = [n for n in dict.fromkeys(r["corruption"] for r in rows)]
+    out = []
+    for n in names:
+        line = {"corruption": n}
+        for m in models:
+            vals = [r["mae"] for r in rows if r["corruption"] == n and r["model"] == m]
+            line[m] = float(np.mean(vals))
+        out.append(line)
+    corrupted = [r for r in rows if r["corruption"] != "clean"]
+    if corrupted:
+        out.append({"corruption": "all corruptions",
+                    **{m: float(np.mean([r["mae"] for r in corrupted if r["model"] == m])) for m in models}})
+    return out
+
+
+def table6_markdown(rows: list[dict], models: list[str], has_gt: bool) -> str:
+    target = "ground truth" if has_gt else "the teacher's label of the clean face"
+    lines = [f"MAE (years) to {target} per corruption, averaged over the severities present.\n",
+             "| corruption | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for line in table6(rows, models):
+        best = min(line[m] for m in models)
+        cells = [f"**{line[m]:.2f}**" if line[m] == best and len(models) > 1 else f"{line[m]:.2f}" for m in models]
+        lines.append(f"| {line['corruption']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_robustness(rows: list[dict], models: list[str], path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = table6(rows, models)
+    x = np.arange(len(lines))
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(max(8, len(lines) * 0.8), 4))
+    for k, m in enumerate(models):
+        ax.bar(x + (k - (len(models) - 1) / 2) * width, [line[m] for line in lines], width, label=m)
+    ax.set_xticks(x, [line["corruption"] for line in lines], rotation=35, ha="right")
+    ax.set_ylabel("MAE (years)")
+    ax.set_title("Robustness: MAE per corruption (mean over severities)")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
