@@ -1,6 +1,6 @@
 """``agedistill``: the command-line face of the core (used by dvc.yaml too).
 
-    agedistill [--profile P] [--params FILE] manifest|crops|label|vmage|train|evaluate|all
+    agedistill [--profile P] [--params FILE] manifest|crops|label|vmage|lfwc|train|evaluate|all|export|predict
 
 Errors a user can fix print as one line (``error: ...``) with exit code 2.
 """
@@ -28,8 +28,22 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("vmage", help="join the labels into the label table and check it")
     tp = sub.add_parser("train", help="train students")
     tp.add_argument("--arch", action="append", help="only this architecture (repeatable)")
-    sub.add_parser("evaluate", help="write the benchmark tables")
+    lp = sub.add_parser("lfwc", help="corrupt the evaluation crops (13 corruptions x 5 severities)")
+    lp.add_argument("--corruption", action="append", help="only this corruption (repeatable)")
+    lp.add_argument("--severity", type=int, action="append", help="only this severity (repeatable)")
+    sub.add_parser("evaluate", help="write the benchmark tables (and robustness, where lfwc exists)")
     sub.add_parser("all", help="run every stage in order")
+    ep = sub.add_parser("export", help="export a student checkpoint to ONNX (prints the parity check)")
+    ep.add_argument("--arch", required=True, help="the student architecture the checkpoint holds")
+    ep.add_argument("--checkpoint", required=True, help="a student checkpoint (best.pt)")
+    ep.add_argument("--out", required=True, help="the .onnx file to write")
+    pp = sub.add_parser("predict", help="print the age of every face in photos or folders")
+    pp.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER")
+    who = pp.add_mutually_exclusive_group(required=True)
+    who.add_argument("--checkpoint", help="a student checkpoint (best.pt)")
+    who.add_argument("--teacher", action="store_true", help="use the profile's teacher instead of a student")
+    pp.add_argument("--annotate", metavar="OUT_DIR", help="also write each photo with boxes and ages here")
+    pp.add_argument("--detector", help="face detector (default: ssd if available, else haar; none = photos are crops)")
     return p
 
 
@@ -41,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from agedistill_core import pipeline
         from agedistill_core.datasets import build_manifest
         from agedistill_core.evaluate.benchmark import run_benchmark
+        from agedistill_core.evaluate.robustness import run_robustness
 
         if args.command == "manifest":
             table = build_manifest(settings)
@@ -55,12 +70,24 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "train":
             for r in pipeline.run_students(settings, args.arch):
                 print(json.dumps(r))
+        elif args.command == "lfwc":
+            pipeline.run_lfwc(settings, args.corruption, args.severity)
         elif args.command == "evaluate":
             run_benchmark(settings)
+            run_robustness(settings)
             print((settings.benchmarks_dir / "benchmark.md").read_text())
         elif args.command == "all":
             print(pipeline.run_all(settings))
             print(f"results: {settings.workdir}")
+        elif args.command == "export":
+            from agedistill_core.students.export import export_checkpoint
+            print(export_checkpoint(args.checkpoint, args.out, arch=args.arch))
+        elif args.command == "predict":
+            from agedistill_core.evaluate.predict import load_student, load_teacher, predict_photos
+            estimator = load_teacher(settings) if args.teacher else load_student(args.checkpoint)
+            predict_photos(args.inputs, estimator, detector=args.detector, margin=settings.faces.margin,
+                           crop_size=settings.faces.crop_size, min_score=settings.faces.min_score,
+                           annotate_dir=args.annotate)
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from agedistill_core.errors import UnreadableImage
 from agedistill_core.faces import extract_face, make_detector
+from agedistill_core.faces.align import get_aligner
 from agedistill_core.images import encode_jpeg, read_image
 from agedistill_core.settings import FaceSettings, Settings
 from agedistill_core.shards import read_table, shard_path, table_metadata, write_table
@@ -35,22 +36,31 @@ CROPS_SCHEMA = pa.schema([
 ])
 USABLE = ("ok", "whole_image")  # statuses that have a crop
 
+# One detector (and landmark model) per process, made on first use: worker
+# processes of the pool each build their own; nothing heavy is pickled.
 _DETECTOR_CACHE: dict[str, object] = {}
 
 
-def _crop_one(path: Path, image_id: str, cfg: FaceSettings) -> dict:
+def _detector(cfg: FaceSettings):
     if cfg.detector not in _DETECTOR_CACHE:
         _DETECTOR_CACHE[cfg.detector] = make_detector(cfg.detector)
-    detector = _DETECTOR_CACHE[cfg.detector]
+    return _DETECTOR_CACHE[cfg.detector]
+
+
+def _crop_one(path: Path, image_id: str, cfg: FaceSettings) -> dict:
+    detector = _detector(cfg)
+    aligner = get_aligner(cfg.align, cfg.align_padding)
     row = dict(image_id=image_id, face=0, jpeg=None, box=None, landmarks=None,
-               detector=cfg.detector, score=None, status="unreadable", reason=None)
+               detector=cfg.detector if cfg.align == "none" else f"{cfg.detector}+{cfg.align}",
+               score=None, status="unreadable", reason=None)
     try:
         rgb = read_image(path)
     except UnreadableImage as exc:
         row["reason"] = str(exc)
         return row
     fc = extract_face(rgb, detector, size=cfg.crop_size, margin=cfg.margin,
-                      min_score=cfg.min_score, whole_image_fallback=cfg.whole_image_fallback)
+                      min_score=cfg.min_score, whole_image_fallback=cfg.whole_image_fallback,
+                      aligner=aligner)
     row.update(status=fc.status, reason=fc.reason, score=fc.score,
                box=list(fc.box) if fc.box else None,
                landmarks=np.asarray(fc.landmarks, np.float32).ravel().tolist() if fc.landmarks is not None else None)
@@ -88,10 +98,13 @@ def crop_shard(settings: Settings, sid: str, *, force: bool = False,
     ids = manifest["image_id"].to_pylist()
     paths = [settings.data_root / p for p in manifest["path"].to_pylist()]
     work = partial(_crop_one, cfg=settings.faces)
+    _detector(settings.faces)  # a bad detector / missing model file fails here, once, with its message
+    get_aligner(settings.faces.align, settings.faces.align_padding)
     rows: list[dict] = []
     if settings.faces.workers > 1 and len(ids) > 1:
         with ProcessPoolExecutor(settings.faces.workers) as pool:
-            for i, row in enumerate(pool.map(work, paths, ids, chunksize=16)):
+            chunk = max(1, min(64, len(ids) // (4 * settings.faces.workers)))
+            for i, row in enumerate(pool.map(work, paths, ids, chunksize=chunk)):
                 rows.append(row)
                 if progress:
                     progress(i + 1, len(ids))

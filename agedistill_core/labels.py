@@ -7,6 +7,8 @@ so a killed run resumes at the first missing shard.
 """
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -18,7 +20,7 @@ from agedistill_core.errors import UnreadableImage
 from agedistill_core.images import decode_image, resize
 from agedistill_core.settings import Settings
 from agedistill_core.shards import read_table, shard_path, table_metadata, write_table
-from agedistill_core.teacher import Teacher, build_teacher
+from agedistill_core.teacher import Teacher, TeacherOutput, build_teacher
 
 LABELS_SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -30,6 +32,8 @@ LABELS_SCHEMA = pa.schema([
     ("age_spread", pa.float32()),
     ("entropy", pa.float32()),
     ("teacher", pa.string()),
+    ("gated", pa.bool_()),
+    ("children_ages", pa.list_(pa.float32())),
 ])
 
 _TEACHERS: dict[str, Teacher] = {}
@@ -39,7 +43,7 @@ def get_teacher(settings: Settings) -> Teacher:
     """One teacher (and its sessions) per process and configuration."""
     key = settings.section_hash("teacher")
     if key not in _TEACHERS:
-        _TEACHERS[key] = build_teacher(settings.teacher)
+        _TEACHERS[key] = build_teacher(settings.teacher, base_dir=settings.params_path.parent)
     return _TEACHERS[key]
 
 
@@ -48,56 +52,126 @@ def _fixed_list(values: np.ndarray, width: int) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, width)
 
 
+def _decode_batch(jpegs: list, ids: list, lo: int, hi: int, size: int) -> tuple[list[np.ndarray], list[int]]:
+    batch, idx = [], []
+    for i in range(lo, hi):
+        try:
+            batch.append(resize(decode_image(jpegs[i], ids[i]), size))
+            idx.append(i)
+        except UnreadableImage:
+            continue  # cannot happen for crops we encoded; kept defensive
+    return batch, idx
+
+
+def label_crops(teacher: Teacher, jpegs: list, ids: list, *, batch_size: int = 64, prefetch: bool = True,
+                progress: Callable[[int, int], None] | None = None) -> tuple[list[TeacherOutput], list[int]]:
+    """Decode and label JPEG crops in batches; with ``prefetch`` a thread decodes
+    batch k+1 while the networks run on batch k (both release the GIL)."""
+    if len(jpegs) != len(ids):
+        raise ValueError(f"label_crops: {len(jpegs)} crops but {len(ids)} ids")
+    size = max(teacher.input_sizes)
+    starts = list(range(0, len(ids), batch_size))
+    outputs, kept = [], []
+
+    def job(lo):
+        return _decode_batch(jpegs, ids, lo, min(lo + batch_size, len(ids)), size)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="decode") if prefetch and len(starts) > 1 else None
+    try:
+        pending = pool.submit(job, starts[0]) if pool and starts else None
+        for k, lo in enumerate(starts):
+            if pool:
+                batch, idx = pending.result()
+                if k + 1 < len(starts):
+                    pending = pool.submit(job, starts[k + 1])
+            else:
+                batch, idx = job(lo)
+            if batch:
+                outputs.append(teacher.label(np.stack(batch)))
+                kept.extend(idx)
+            if progress:
+                progress(min(lo + batch_size, len(ids)), len(ids))
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return outputs, kept
+
+
+def _list_column(values: np.ndarray, n_rows: int, width: int) -> pa.Array:
+    offsets = pa.array(np.arange(n_rows + 1, dtype=np.int32) * width)
+    return pa.ListArray.from_arrays(offsets, pa.array(np.asarray(values, np.float32).ravel()))
+
+
 def label_shard(settings: Settings, sid: str, *, force: bool = False,
                 progress: Callable[[int, int], None] | None = None) -> StageResult:
+    """Label the usable crops of shard ``sid`` into ``labels/<sid>.parquet``.
+
+    The shard file is written once, atomically, at the end: a killed run
+    leaves either the complete shard or nothing (a hidden temp file at most),
+    and the next run skips complete shards whose version matches and redoes the
+    rest, so there are no duplicates and no gaps.
+    """
     out = shard_path(settings.labels_dir, sid)
     version = settings.section_hash("dataset", "faces", "teacher")
     if out.is_file() and not force and table_metadata(out).get("version") == version:
         return StageResult(out, read_table(out, ["image_id"]).num_rows, {}, skipped=True)
+    _remove_stale_temps(out)
     crops = read_table(shard_path(settings.crops_dir, sid), ["image_id", "face", "jpeg", "status"])
     crops = crops.filter(pc.is_in(crops["status"], pa.array(USABLE)))
     teacher = get_teacher(settings)
-    size = max(teacher.input_sizes)
     ids, faces = crops["image_id"].to_pylist(), crops["face"].to_pylist()
     jpegs = crops["jpeg"].to_pylist()
-    outputs, kept = [], []
-    bs = settings.teacher.batch_size
-    for start in range(0, len(ids), bs):
-        batch, idx = [], []
-        for i in range(start, min(start + bs, len(ids))):
-            try:
-                batch.append(resize(decode_image(jpegs[i], ids[i]), size))
-                idx.append(i)
-            except UnreadableImage:
-                continue  # cannot happen for crops we encoded; kept defensive
-        if batch:
-            outputs.append(teacher.label(np.stack(batch)))
-            kept.extend(idx)
-        if progress:
-            progress(min(start + bs, len(ids)), len(ids))
-    n_members = len(teacher.members)
+    outputs, kept = label_crops(teacher, jpegs, ids, batch_size=settings.teacher.batch_size,
+                                prefetch=settings.teacher.prefetch, progress=progress)
+    table = labels_table(outputs, kept, ids, faces, version, len(teacher.members), len(teacher.children))
+    write_table(table, out, {"version": version, "shard": sid})
+    return StageResult(out, table.num_rows, {"labelled": table.num_rows,
+                                             "gated": int(np.sum(table["gated"].to_numpy(zero_copy_only=False)))})
+
+
+def labels_table(outputs: list[TeacherOutput], kept: list[int], ids: list, faces: list, version: str,
+                 n_members: int, n_children: int = 0) -> pa.Table:
+    """Rows of LABELS_SCHEMA from batched teacher outputs."""
+    keys = ("age", "probs", "member_probs", "member_ages", "age_spread", "entropy", "gated", "children_ages")
     if outputs:
-        cat = {k: np.concatenate([getattr(o, k) for o in outputs]) for k in
-               ("age", "probs", "member_probs", "member_ages", "age_spread", "entropy")}
+        cat = {k: np.concatenate([getattr(o, k) for o in outputs]) for k in keys}
     else:
         cat = {"age": np.zeros(0), "probs": np.zeros((0, 101)), "member_probs": np.zeros((0, n_members, 101)),
-               "member_ages": np.zeros((0, n_members)), "age_spread": np.zeros(0), "entropy": np.zeros(0)}
+               "member_ages": np.zeros((0, n_members)), "age_spread": np.zeros(0), "entropy": np.zeros(0),
+               "gated": np.zeros(0, bool), "children_ages": np.zeros((0, n_children))}
+    n = len(kept)
     member_probs = pa.ListArray.from_arrays(
-        pa.array(np.arange(0, len(kept) * n_members + 1, n_members, dtype=np.int32)),
+        pa.array(np.arange(0, n * n_members + 1, n_members, dtype=np.int32)),
         _fixed_list(cat["member_probs"].reshape(-1, 101), 101))
-    member_ages = pa.ListArray.from_arrays(
-        pa.array(np.arange(0, len(kept) * n_members + 1, n_members, dtype=np.int32)),
-        pa.array(cat["member_ages"].astype(np.float32).ravel()))
-    table = pa.Table.from_arrays([
+    gated = np.asarray(cat["gated"], bool)
+    kid_ages = np.asarray(cat["children_ages"], np.float64).reshape(n, -1)
+    # children ages only on gated rows (empty lists elsewhere)
+    lengths = np.where(gated, kid_ages.shape[1], 0)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    children_ages = pa.ListArray.from_arrays(pa.array(offsets),
+                                             pa.array(kid_ages[gated].astype(np.float32).ravel(), pa.float32()))
+    return pa.Table.from_arrays([
         pa.array([ids[i] for i in kept], pa.string()),
         pa.array([faces[i] for i in kept], pa.int16()),
         pa.array(cat["age"].astype(np.float32)),
         _fixed_list(cat["probs"], 101),
-        member_ages,
+        _list_column(cat["member_ages"], n, n_members),
         member_probs,
         pa.array(cat["age_spread"].astype(np.float32)),
         pa.array(cat["entropy"].astype(np.float32)),
-        pa.array([version] * len(kept), pa.string()),
+        pa.array([version] * n, pa.string()),
+        pa.array(gated, pa.bool_()),
+        children_ages,
     ], schema=LABELS_SCHEMA)
-    write_table(table, out, {"version": version, "shard": sid})
-    return StageResult(out, table.num_rows, {"labelled": table.num_rows})
+
+
+def _remove_stale_temps(out, older_than_s: float = 3600) -> None:
+    """Temp files a killed run left next to ``out`` (never read, only tidied; a
+    recent one may belong to a concurrent writer, so it is left alone)."""
+    now = time.time()
+    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+        except OSError:
+            pass

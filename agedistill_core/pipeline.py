@@ -20,6 +20,7 @@ from agedistill_core.labels import label_shard
 from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text, read_shards, read_table
 from agedistill_core.students.train import train_student
+from agedistill_core.teacher.report import age_group_report
 from agedistill_core.vmage import build_vmage, check_vmage, summarize
 
 Log = Callable[[str], None]
@@ -53,6 +54,9 @@ def run_vmage(settings: Settings, log: Log = print) -> dict:
     crops = read_shards(settings.crops_dir, ["image_id", "status"])
     summary = summarize(table, crops)
     summary["checks"] = {c.name: c.passed for c in check_vmage(table, crops)}
+    report = age_group_report(table, settings.workdir)
+    summary["age_group_plot"] = str(report["path"])
+    summary["age_group_table"] = report["markdown"]
     atomic_write_text(settings.workdir / "vmage_summary.json", json.dumps(summary, indent=2))
     log(f"label table: {summary['faces']} faces, groups {summary['age_groups']}")
     return summary

@@ -82,6 +82,7 @@ class StudentSettings:
     init_checkpoint: str | None = None  # start from this student checkpoint (fine-tuning); None: fresh
     tag: str | None = None         # appended to the run folder name (keeps variants apart)
     threads: int = 0               # torch intra-op threads; 0 = torch default (all cores)
+    cache_crops: bool = False      # keep decoded training crops in memory (~77 kB a face at 160 px)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Columns: ``image_id``, ``face``, ``dataset``, ``split``, ``teacher_age``,
 ``probs`` (101 floats, ages 0..100), ``member_ages``, ``age_spread``,
-``entropy``, ``gt_age`` / ``gt_group`` (ground truth when the data set has it),
+``entropy``, ``gated`` (children members decided), ``gt_age`` / ``gt_group`` (ground truth when the data set has it),
 ``age_group`` (SPEC group of the teacher's age).  Also the checks that guard it.
 """
 from __future__ import annotations
@@ -34,16 +34,16 @@ def age_group(ages: np.ndarray) -> list[str]:
 
 def build_vmage(settings: Settings) -> pa.Table:
     labels = read_shards(settings.labels_dir, ["image_id", "face", "age", "probs", "member_ages",
-                                                "age_spread", "entropy"])
+                                                "age_spread", "entropy", "gated"])
     manifest = read_table(settings.manifest_path, ["image_id", "dataset", "split", "age", "age_group"])
     manifest = manifest.rename_columns(["image_id", "dataset", "split", "gt_age", "gt_group"])
     table = labels.rename_columns(["image_id", "face", "teacher_age", "probs", "member_ages",
-                                   "age_spread", "entropy"])
+                                   "age_spread", "entropy", "gated"])
     table = join_columns(table, manifest, ["image_id"], ["dataset", "split", "gt_age", "gt_group"])
     table = table.sort_by([("image_id", "ascending"), ("face", "ascending")])
     table = table.append_column("age_group", pa.array(age_group(table["teacher_age"].to_numpy()), pa.string()))
     cols = ["image_id", "face", "dataset", "split", "teacher_age", "probs", "member_ages", "age_spread",
-            "entropy", "gt_age", "gt_group", "age_group"]
+            "entropy", "gated", "gt_age", "gt_group", "age_group"]
     table = table.select(cols)
     write_table(table, settings.vmage_path, {"version": settings.section_hash("dataset", "faces", "teacher")})
     return table

@@ -15,9 +15,15 @@ def mae(pred, target) -> float:
 
 
 def epsilon_error(pred, mean, std) -> float:
-    """LAP epsilon-error: mean of 1 - exp(-(a - m)^2 / (2 s^2))."""
+    """LAP epsilon-error: mean of 1 - exp(-(a - m)^2 / (2 s^2)) (lower is better).
+
+    A face whose voters all agreed (s = 0) scores 0 when hit exactly, else 1.
+    """
     pred, mean, std = (np.asarray(v, np.float64) for v in (pred, mean, std))
-    return float((1 - np.exp(-((pred - mean) ** 2) / (2 * std ** 2))).mean())
+    d2 = (pred - mean) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(std > 0, d2 / (2 * np.maximum(std, 1e-300) ** 2), np.where(d2 == 0, 0.0, np.inf))
+    return float((1 - np.exp(-z)).mean()) if z.size else float("nan")
 
 
 def age_to_group(ages, edges=FAIRFACE_EDGES) -> np.ndarray:

@@ -69,6 +69,7 @@ def extract_face(
     margin: float,
     min_score: float = 0.5,
     whole_image_fallback: bool = True,
+    aligner=None,
 ) -> FaceCrop:
     """Detect, choose the most confident (then largest) face, crop it.
 
@@ -76,21 +77,33 @@ def extract_face(
     With no detection, ``whole_image_fallback`` treats the whole image as the
     face box (for data sets of crops the detector misses); otherwise the image
     is recorded as ``no_face``.
+
+    ``aligner`` (e.g. ``faces.align.Dlib5Aligner``) replaces the square +
+    margin framing: its landmarks are found inside the chosen box (the
+    detection, or the whole image) and the crop is its aligned chip.
     """
     h, w = rgb.shape[:2]
     if detector is None:
-        return FaceCrop("ok", crop_square(rgb, _whole(w, h), size), box=_whole(w, h), score=None,
-                        reason="no detector: the image is the crop")
-    found = [d for d in detector(rgb) if d.score >= min_score]
-    if not found:
-        if whole_image_fallback:
-            return FaceCrop("whole_image", crop_square(rgb, _whole(w, h), size), box=_whole(w, h),
-                            reason="no face detected; whole image used as the face box")
-        return FaceCrop("no_face", None, reason="no face detected")
-    best = max(found, key=lambda d: (round(d.score, 2), (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
-    box = square_box(best.box, margin)
-    return FaceCrop("ok", crop_square(rgb, box, size), box=tuple(float(v) for v in best.box),
-                    score=float(best.score), landmarks=best.landmarks)
+        box, status, reason = _whole(w, h), "ok", "no detector: the image is the crop"
+        score = None
+    else:
+        found = [d for d in detector(rgb) if d.score >= min_score]
+        if not found:
+            if not whole_image_fallback:
+                return FaceCrop("no_face", None, reason="no face detected")
+            box, status, score = _whole(w, h), "whole_image", None
+            reason = "no face detected; whole image used as the face box"
+        else:
+            best = max(found, key=lambda d: (round(d.score, 2), (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
+            box, status, score, reason = tuple(float(v) for v in best.box), "ok", float(best.score), None
+            if aligner is None:
+                return FaceCrop("ok", crop_square(rgb, square_box(best.box, margin), size), box=box,
+                                score=score, landmarks=best.landmarks)
+    if aligner is not None:
+        crop, landmarks = aligner.chip(rgb, box, size)
+        return FaceCrop(status, crop, box=box, score=score, landmarks=landmarks,
+                        reason=reason if reason is None else reason + "; landmark-aligned chip")
+    return FaceCrop(status, crop_square(rgb, box, size), box=box, score=score, reason=reason)
 
 
 def _whole(w: int, h: int) -> Box:

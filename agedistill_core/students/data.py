@@ -63,13 +63,28 @@ def load_split(settings: Settings, split: str, label_source: str = "teacher") ->
 
 
 class FaceDataset(Dataset):
-    """Decodes and augments one face per item; deterministic per (seed, epoch, index)."""
+    """Decodes and augments one face per item; deterministic per (seed, epoch, index).
 
-    def __init__(self, faces: FaceSet, size: int, margin: float, augment: AugmentConfig, seed: int = 0):
+    ``cache_decoded`` keeps each decoded crop as a uint8 array after its first
+    use (S x S x 3 bytes a face: ~77 kB at 160 px), so later epochs only
+    augment.  With DataLoader workers each worker holds its own cache.
+    """
+
+    def __init__(self, faces: FaceSet, size: int, margin: float, augment: AugmentConfig, seed: int = 0,
+                 cache_decoded: bool = False):
         if len(faces) == 0:
             raise DataError("no faces in this split; check the split sizes and the label table")
         self.faces, self.size, self.margin, self.augment, self.seed = faces, size, margin, augment, seed
         self.epoch = 0
+        self.cache: dict[int, np.ndarray] | None = {} if cache_decoded else None
+
+    def decoded(self, i: int) -> np.ndarray:
+        if self.cache is None:
+            return decode_image(self.faces.jpeg[i], self.faces.image_id[i])
+        img = self.cache.get(i)
+        if img is None:
+            img = self.cache[i] = decode_image(self.faces.jpeg[i], self.faces.image_id[i])
+        return img
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -80,7 +95,7 @@ class FaceDataset(Dataset):
     def __getitem__(self, i: int):
         f = self.faces
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        img = augment_face(decode_image(f.jpeg[i], f.image_id[i]), self.size, self.margin, rng, self.augment)
+        img = augment_face(self.decoded(i), self.size, self.margin, rng, self.augment)
         probs = f.target_probs[i] if f.target_probs is not None else np.zeros(101, np.float32)
         return img, np.float32(f.target_age[i]), probs, np.float32(f.age_spread[i])
 

@@ -90,3 +90,24 @@ def onnx_parity(model: torch.nn.Module, onnx_path, input_size: int, n: int = 4, 
     if out.shape != ref.shape:
         raise ValueError(f"onnx output shape {out.shape} != torch output shape {ref.shape}")
     return float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64))))
+
+
+def export_checkpoint(checkpoint, out, *, arch: str | None = None, tolerance: float = 1e-3) -> str:
+    """``agedistill export``: checkpoint -> ONNX, then the parity check; returns a one-line report.
+
+    ``arch`` (when given) must match the checkpoint's; a parity error above
+    ``tolerance`` raises ``ExportError``.
+    """
+    from agedistill_core.errors import AgedistillError, CheckpointError
+    from agedistill_core.evaluate.predict import load_student
+
+    student = load_student(checkpoint)
+    if arch is not None and arch != student.arch:
+        raise CheckpointError(f"{checkpoint} holds a {student.arch} student, not {arch}; pass --arch {student.arch}")
+    path = export_onnx(student.model, out, student.input_size)
+    diff = onnx_parity(student.model, path, student.input_size)
+    if not diff <= tolerance:
+        raise AgedistillError(f"ONNX export {path}: torch vs onnxruntime differ by {diff:.3g} (> {tolerance}); "
+                              "report this with the checkpoint")
+    return (f"exported {student.arch} ({checkpoint}) -> {path}: input (batch, 3, {student.input_size}, "
+            f"{student.input_size}) mean-subtracted RGB; parity max |torch - onnxruntime| = {diff:.2e}")

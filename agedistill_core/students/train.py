@@ -4,8 +4,14 @@ SGD (momentum is a parameter), the architecture's learning rate multiplied by
 ``lr_gamma`` every ``lr_step_epochs`` epochs, SPEC augmentation, the
 best-validation-loss checkpoint kept as ``best.pt``, and ``last.pt`` written
 atomically after every epoch so a killed run resumes where it stopped (model,
-optimizer, scheduler, epoch and RNG states).  Runs under ``torchrun`` too:
-each process trains on its shard of every epoch and gradients are averaged.
+optimizer, scheduler, epoch and RNG states): resuming gives the same weights
+as an uninterrupted run (tests/students/test_train_protocol.py).
+
+Runs under ``torchrun --nproc_per_node K`` too (gloo on CPU, nccl on GPUs):
+each process trains on its equal-length shard of every epoch, DDP averages
+gradients, and rank 0 alone writes checkpoints and logs.  Metrics go to
+``metrics.csv`` / ``metrics.png`` and, when ``torch.utils.tensorboard`` can be
+imported (the ``tensorboard`` package), to ``tb/`` as TensorBoard events.
 """
 from __future__ import annotations
 
@@ -27,11 +33,11 @@ from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.checkpoint import load_checkpoint, load_into, restore_rng, save_checkpoint
 from agedistill_core.students.data import FaceDataset, FaceSet, collate, load_split
-from agedistill_core.students.distributed import all_reduce_mean, init_distributed, shard_indices
+from agedistill_core.students.distributed import all_reduce_mean, barrier, init_distributed, shard_indices
 from agedistill_core.students.losses import agreement_weights, make_loss
 from agedistill_core.students.zoo import STUDENTS, create_student
 
-METRICS = ["epoch", "lr", "train_loss", "train_mae", "val_loss", "val_mae", "seconds", "faces_per_s"]
+METRICS = ["epoch", "lr", "steps", "train_loss", "train_mae", "val_loss", "val_mae", "seconds", "faces_per_s"]
 
 
 def run_name(settings: Settings, arch: str) -> str:
@@ -44,6 +50,12 @@ def run_name(settings: Settings, arch: str) -> str:
         parts.append(s.loss)
     if s.weighting != "none":
         parts.append(s.weighting)
+    if s.max_train_faces is not None:
+        parts.append(f"n{s.max_train_faces}")
+    if s.init_checkpoint:
+        parts.append("ft")
+    if s.tag:
+        parts.append(str(s.tag))
     return "-".join(parts)
 
 
@@ -63,6 +75,41 @@ def _loader(ds: FaceDataset, idx: np.ndarray, batch_size: int, workers: int) -> 
                       num_workers=workers, collate_fn=collate, persistent_workers=False)
 
 
+def make_optimizer(model: torch.nn.Module, settings: Settings, arch: str):
+    """SGD at the architecture's rate (or ``students.lr``) and the SPEC step schedule:
+    the rate is multiplied by ``lr_gamma`` every ``lr_step_epochs`` epochs
+    (``scheduler.step()`` once per epoch)."""
+    cfg = settings.students
+    lr = cfg.lr if cfg.lr is not None else STUDENTS.get(arch).lr
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
+    return optimizer, scheduler
+
+
+class _TensorBoard:
+    """TensorBoard scalars when ``torch.utils.tensorboard`` imports; otherwise nothing, quietly."""
+
+    def __init__(self, folder: Path, enabled: bool):
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except Exception:  # tensorboard not installed
+                return
+            self.writer = SummaryWriter(log_dir=str(folder))
+
+    def log(self, row: dict) -> None:
+        if self.writer is None:
+            return
+        for key in ("lr", "train_loss", "train_mae", "val_loss", "val_mae", "faces_per_s"):
+            self.writer.add_scalar(key, row[key], row["epoch"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def train_student(settings: Settings, arch: str, *, resume: bool = True,
                   log: Callable[[str], None] = print, progress: bool = True) -> dict:
     """Train ``arch`` on the label table; returns a summary with the best checkpoint path."""
@@ -71,6 +118,8 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     dist_info = init_distributed()
     out = run_dir(settings, arch)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads > 0:  # on a busy machine 1 thread can beat oversubscribed spinning ones
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(settings.seed)
 
     train = _subsample(load_split(settings, "train", cfg.label_source), cfg.max_train_faces, settings.seed)
@@ -78,15 +127,20 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     loss_fn = make_loss(cfg.loss)
     model = create_student(arch, loss_fn.n_outputs, cfg.pretrained_dir)
     init_head(model, train)
+    if cfg.init_checkpoint:
+        init_path = Path(cfg.init_checkpoint).expanduser()
+        if not init_path.is_absolute():  # relative to params.yaml, like every path in it
+            init_path = settings.params_path.parent / init_path
+        init_from_checkpoint(model, str(init_path), arch)
     model = model.to(dist_info.device)
     if dist_info.distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
-    lr = cfg.lr if cfg.lr is not None else spec.lr
     batch_size = cfg.batch_size or spec.batch_size
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
+    optimizer, scheduler = make_optimizer(model, settings, arch)
+    lr = optimizer.param_groups[0]["lr"]
     aug = AugmentConfig(enabled=cfg.augment)
-    train_ds = FaceDataset(train, spec.input_size, settings.faces.margin, aug, settings.seed)
+    train_ds = FaceDataset(train, spec.input_size, settings.faces.margin, aug, settings.seed,
+                           cache_decoded=cfg.cache_crops)
     val_ds = FaceDataset(val, spec.input_size, settings.faces.margin, AugmentConfig(enabled=False))
     weights_all = (torch.as_tensor(agreement_weights(train.age_spread, tau=agreement_tau(train.age_spread)))
                    if cfg.weighting == "agreement" else None)
@@ -103,9 +157,13 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
             restore_rng(ckpt)
             start_epoch, best_val = int(ckpt["epoch"]) + 1, float(ckpt["best_val"])
             history = list((ckpt.get("extra") or {}).get("history", []))
-            log(f"{arch}: resuming after epoch {start_epoch} from {last}")
-        else:
+            if dist_info.is_main:
+                log(f"{arch}: resuming after epoch {start_epoch} from {last}")
+        elif dist_info.is_main:
             log(f"{arch}: {last} was trained with other settings; starting afresh")
+
+    tb = _TensorBoard(out / "tb", dist_info.is_main)
+    steps_total = sum(int(r.get("steps", 0)) for r in history)
 
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
@@ -114,6 +172,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
         idx = shard_indices(len(train_ds), dist_info.rank, dist_info.world_size, epoch, settings.seed)
         model.train()
         tot_loss = tot_err = seen = 0.0
+        steps = 0
         batches = _loader(train_ds, idx, batch_size, cfg.workers)
         bar = _bar(batches, f"{arch} epoch {epoch + 1}/{cfg.epochs}", progress and dist_info.is_main)
         for b, (x, age, probs, spread) in enumerate(bar):
@@ -126,6 +185,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            steps += 1
             with torch.no_grad():
                 n = len(age)
                 tot_loss += float(loss) * n
@@ -136,24 +196,31 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
         train_mae = all_reduce_mean(tot_err / max(seen, 1))
         val_loss, val_mae = evaluate_split(model, loss_fn, val_ds, batch_size, cfg.workers, dist_info.device)
         seconds = time.perf_counter() - t0
-        row = dict(epoch=epoch + 1, lr=lr_used, train_loss=train_loss, train_mae=train_mae, val_loss=val_loss, val_mae=val_mae,
+        steps_total += steps
+        row = dict(epoch=epoch + 1, lr=lr_used, steps=steps, train_loss=train_loss, train_mae=train_mae, val_loss=val_loss, val_mae=val_mae,
                    seconds=seconds, faces_per_s=seen * dist_info.world_size / seconds)
         history.append(row)
+        improved = val_loss < best_val  # every rank tracks it (same weights, same val set)
+        if improved:
+            best_val = val_loss
         if dist_info.is_main:
-            if val_loss < best_val:
-                best_val = val_loss
+            if improved:
                 save_checkpoint(out / "best.pt", model=model, epoch=epoch, best_val=best_val, config=config,
                                 extra={"val_mae": val_mae})
             save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
                             best_val=best_val, config=config, extra={"history": history})
             write_metrics(out, history)
+            tb.log(row)
             log(f"{arch} epoch {epoch + 1}/{cfg.epochs}: train MAE {train_mae:.2f}, "
                 f"val MAE {val_mae:.2f} (loss {val_loss:.2f}), {row['faces_per_s']:.0f} faces/s")
+    tb.close()
     if dist_info.is_main and history:
         plot_metrics(out, history, arch)
+    barrier()  # rank 0 has written best.pt before anyone reads it
     best = load_checkpoint(out / "best.pt") if (out / "best.pt").is_file() else None
     return {"arch": arch, "run": run_name(settings, arch), "dir": str(out), "checkpoint": str(out / "best.pt"),
-            "epochs": len(history), "best_val_loss": best_val,
+            "epochs": len(history), "steps": steps_total, "rank": dist_info.rank,
+            "world_size": dist_info.world_size, "best_val_loss": best_val,
             "best_val_mae": (best or {}).get("extra", {}).get("val_mae") if best else None,
             "train_faces": len(train), "val_faces": len(val)}
 
@@ -161,12 +228,28 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
 def same_recipe(saved: dict, current: dict) -> bool:
     """Whether a checkpoint may be resumed: everything equal but the epoch count."""
     strip = lambda c: {**c, "students": {k: v for k, v in c.get("students", {}).items()  # noqa: E731
-                                        if k not in ("epochs", "workers")}}
+                                        if k not in ("epochs", "workers", "threads", "cache_crops")}}
     return _plain(strip(saved)) == _plain(strip(current))
 
 
 def _plain(obj):
     return json.loads(json.dumps(obj, default=str))
+
+
+def init_from_checkpoint(model: torch.nn.Module, path: str, arch: str) -> None:
+    """Start from another run's weights (e.g. a distilled student, then fine-tune on ground truth)."""
+    from agedistill_core.errors import CheckpointError
+
+    ckpt = load_checkpoint(path)
+    saved = ckpt["config"].get("arch")
+    if saved != arch:
+        raise CheckpointError(f"students.init_checkpoint {path} holds a {saved} student, not {arch}; "
+                              f"point it at a {arch} checkpoint")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"students.init_checkpoint {path} does not fit this {arch} head "
+                              f"({str(exc).splitlines()[0][:160]}); use a checkpoint trained with the same loss") from None
 
 
 @torch.no_grad()

@@ -31,11 +31,15 @@ class Member:
     color_order: str = "RGB"
     framing: str = "square box + 0.2 margin"
 
-    def prepare(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 RGB (N, S, S, 3) crops -> float32 NCHW network input."""
+    def resize(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops at any size -> (N, input_size, input_size, 3), as this member expects."""
         if crops.shape[1] != self.input_size or crops.shape[2] != self.input_size:
             crops = np.stack([resize(c, self.input_size) for c in crops])
-        x = crops.astype(np.float32)
+        return crops
+
+    def prepare(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 RGB (N, S, S, 3) crops -> float32 NCHW network input."""
+        x = self.resize(crops).astype(np.float32)
         if self.color_order == "BGR":
             x = x[..., ::-1]
         x -= np.asarray(self.mean, np.float32)
@@ -107,3 +111,180 @@ def make_age_gender_onnx(threads: int = 0, **_: object) -> Member:
         color_order=spec["input"]["color_order"],
         framing="dlib 5-point aligned chip, 0.2 padding",
     )
+
+
+# -- more backends ------------------------------------------------------------
+
+VGGFACE2_MEAN_RGB = (131.0912, 103.8827, 91.4953)  # SPEC 2
+
+
+def _resolve(path, base_dir, where: str, key: str) -> Path:
+    if path is None or path == "":
+        raise ConfigError(f"{where}: missing '{key}' (a file path); add it to the member's mapping in params.yaml")
+    p = Path(str(path)).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    if not p.is_file():
+        raise ConfigError(f"{where}: {key} file {p} not found; fix the path in params.yaml "
+                          f"(relative paths are relative to params.yaml)")
+    return p
+
+
+def _bins(bins, where: str) -> np.ndarray:
+    """``bins``: a count n (ages 0..n-1) or the list of bin ages."""
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if bins < 1:
+            raise ConfigError(f"{where}: bins must be >= 1, got {bins}")
+        return np.arange(int(bins), dtype=np.float64)
+    try:
+        arr = np.asarray(bins, np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: bins must be a count or a list of ages, got {bins!r}") from None
+    if arr.size < 1 or not np.all(np.diff(arr) > 0):
+        raise ConfigError(f"{where}: bins must be increasing ages, got {bins!r}")
+    return arr
+
+
+def _to_probs(out: np.ndarray) -> np.ndarray:
+    """Rows that already are distributions stay; anything else gets a softmax."""
+    out = np.asarray(out, np.float64).reshape(out.shape[0], -1)
+    if np.all(out >= -1e-6) and np.allclose(out.sum(1), 1.0, atol=1e-3):
+        return np.clip(out, 0, None)
+    z = np.exp(out - out.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def _reject_unknown(where: str, unknown: dict, known: str) -> None:
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; valid: {known}")
+
+
+class CaffeMember(Member):
+    """A Caffe age network (DEX-style VGG-16) run with OpenCV's dnn module."""
+
+    def __init__(self, name, prototxt: Path, caffemodel: Path | None, *, output: str | None = None, **spec):
+        super().__init__(name=name, **spec)
+        import cv2
+
+        try:
+            self.net = (cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel)) if caffemodel
+                        else cv2.dnn.readNetFromCaffe(str(prototxt)))
+        except cv2.error as exc:
+            msg = str(exc).strip().splitlines()[-1][:200]
+            raise ConfigError(f"teacher member {name}: OpenCV cannot load {prototxt} + {caffemodel} ({msg}); "
+                              f"check that both files are a matching Caffe deploy prototxt and caffemodel") from None
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        self.output = output
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.net.setInput(x)
+        out = self.net.forward(self.output) if self.output else self.net.forward()
+        probs = _to_probs(out)
+        if probs.shape[1] != len(self.bins):
+            raise ConfigError(f"teacher member {self.name}: the network gives {probs.shape[1]} outputs "
+                              f"but bins has {len(self.bins)}; set bins to the output count")
+        return probs
+
+
+@MEMBERS.register("caffe")
+def make_caffe(prototxt=None, caffemodel=None, *, bins=101, input_size: int = 224, mean=None,
+               scale: float = 1.0, color_order: str = "BGR", output: str | None = None,
+               framing: str = "square box + 0.2 margin", label: str | None = None,
+               threads: int = 0, base_dir=None, **unknown) -> Member:
+    """A user-supplied Caffe age network, e.g. DEX's VGG-16 (224x224 BGR, 101
+    softmax outputs for ages 0..100).  ``mean`` is in the network's colour
+    order; default the SPEC 2 VGG-Face2 mean, no scaling.  Outputs that are not
+    already probabilities get a softmax."""
+    where = f"teacher member caffe{f' ({label})' if label else ''}"
+    _reject_unknown(where, unknown, "prototxt, caffemodel, bins, input_size, mean, scale, color_order, "
+                                    "output, framing, label")
+    if color_order not in ("RGB", "BGR"):
+        raise ConfigError(f"{where}: color_order must be RGB or BGR, got {color_order!r}")
+    proto = _resolve(prototxt, base_dir, where, "prototxt")
+    weights = _resolve(caffemodel, base_dir, where, "caffemodel")
+    if mean is None:
+        mean = VGGFACE2_MEAN_RGB if color_order == "RGB" else VGGFACE2_MEAN_RGB[::-1]
+    return CaffeMember(label or f"caffe:{weights.stem}", proto, weights, output=output,
+                       input_size=int(input_size), bins=_bins(bins, where),
+                       mean=tuple(float(v) for v in mean), scale=float(scale), color_order=color_order,
+                       framing=framing)
+
+
+class TorchMember(Member):
+    """A student checkpoint of this project used as a teacher member.
+
+    * 1-output (regression) checkpoints: the predicted age ``a`` becomes a
+      two-bin distribution on ages 0..100 (mass ``ceil(a) - a`` at
+      ``floor(a)``, the rest at ``floor(a) + 1``): the narrowest vector whose
+      expectation is exactly ``a``.  Its entropy says nothing about confidence.
+    * 101-output ``distribution`` checkpoints: the softmax of the outputs.
+    """
+
+    def __init__(self, name, student, threads: int = 0):
+        from agedistill_core.students.augment import VGGFACE2_MEAN_RGB as mean
+
+        n_out = int(student.config.get("n_outputs", 1))
+        super().__init__(name=name, input_size=int(student.input_size), bins=AGE_BINS_101,
+                         mean=tuple(float(v) for v in mean), scale=1.0, color_order="RGB",
+                         framing="as the student's training crops (square box + 0.2 margin)")
+        if n_out not in (1, 101):
+            raise ConfigError(f"teacher member {name}: checkpoint has {n_out} outputs; "
+                              f"a member needs 1 (regression) or 101 (distribution)")
+        self.student, self.n_outputs, self.threads = student, n_out, int(threads)
+
+    def resize(self, crops: np.ndarray) -> np.ndarray:
+        import cv2
+
+        s = self.input_size
+        if crops.shape[1] != s or crops.shape[2] != s:  # bilinear, as the student's validation
+            crops = np.stack([cv2.resize(c, (s, s), interpolation=cv2.INTER_LINEAR) for c in crops])
+        return crops
+
+    def prepare(self, crops: np.ndarray) -> np.ndarray:
+        x = self.resize(crops).astype(np.float32) - np.asarray(self.mean, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        with torch.inference_mode():
+            out = self.student.model(torch.from_numpy(x))
+            if self.n_outputs == 101:
+                return torch.softmax(out.float(), 1).numpy().astype(np.float64)
+            ages = self.student.loss.ages(out).double().numpy()
+        return narrow_distribution(ages)
+
+
+AGE_BINS_101 = np.arange(101, dtype=np.float64)
+
+
+def narrow_distribution(ages: np.ndarray, n_bins: int = 101) -> np.ndarray:
+    """(N,) ages -> (N, n_bins) two-bin vectors with exactly that expectation."""
+    a = np.clip(np.asarray(ages, np.float64).reshape(-1), 0, n_bins - 1)
+    lo = np.minimum(np.floor(a).astype(int), n_bins - 2)
+    w = a - lo
+    out = np.zeros((len(a), n_bins))
+    rows = np.arange(len(a))
+    out[rows, lo] = 1 - w
+    out[rows, lo + 1] = w
+    return out
+
+
+@MEMBERS.register("torch")
+def make_torch(checkpoint=None, *, label: str | None = None, threads: int = 0, base_dir=None,
+               **unknown) -> Member:
+    """A student checkpoint (``students/<arch>/best.pt``) as a member."""
+    where = f"teacher member torch{f' ({label})' if label else ''}"
+    _reject_unknown(where, unknown, "checkpoint, label")
+    path = _resolve(checkpoint, base_dir, where, "checkpoint")
+    from agedistill_core.errors import CheckpointError
+    from agedistill_core.evaluate.predict import load_student
+
+    try:
+        student = load_student(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return TorchMember(label or f"torch:{student.arch}:{path.stem}", student, threads)

@@ -23,9 +23,8 @@ def teacher_soft_labels(context: dg.AssetExecutionContext, config: AgedistillCon
 def vmage_table(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
     settings = config.settings()
     summary = run_vmage(settings, log=context.log.info)
-    hist = "\n".join(["| age group | faces |", "|---|---|"] +
-                     [f"| {g} | {n} |" for g, n in summary["age_groups"].items()])
-    meta = {"faces": summary["faces"], "age_groups": dg.MetadataValue.md(hist),
+    meta = {"faces": summary["faces"], "age_groups": dg.MetadataValue.md(summary["age_group_table"]),
+            "age_group_plot": dg.MetadataValue.path(summary["age_group_plot"]),
             "splits": dg.MetadataValue.json(summary["splits"]),
             "crop_status": dg.MetadataValue.json(summary.get("crop_status", {})),
             "path": dg.MetadataValue.path(str(settings.vmage_path))}

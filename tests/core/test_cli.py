@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from conftest import REPO, write_params
+from agedistill_testing import REPO, write_params
 
 
 def run_cli(*args, cwd=REPO):

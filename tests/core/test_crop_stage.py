@@ -9,7 +9,7 @@ from agedistill_core.datasets import build_manifest
 from agedistill_core.images import decode_image, encode_jpeg
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import read_table
-from conftest import UTKFACE, needs_utkface, write_params
+from agedistill_testing import UTKFACE, needs_utkface, write_params
 
 
 @needs_utkface

@@ -8,7 +8,7 @@ from agedistill_core.datasets import build_manifest
 from agedistill_core.datasets.utkface import parse_age
 from agedistill_core.errors import DataError
 from agedistill_core.settings import load_settings
-from conftest import FAIRFACE, UTKFACE, needs_fairface, needs_utkface, write_params
+from agedistill_testing import FAIRFACE, UTKFACE, needs_fairface, needs_utkface, write_params
 
 
 def test_parse_age_from_utkface_names():

@@ -7,7 +7,7 @@ from agedistill_core.images import read_image, resize
 from agedistill_core.settings import TeacherSettings
 from agedistill_core.teacher import AGE_AXIS, build_teacher, rebin
 from agedistill_core.vmage import age_group, check_vmage
-from conftest import UTKFACE, needs_utkface
+from agedistill_testing import UTKFACE, needs_utkface
 
 
 def test_rebin_keeps_mass_and_expected_age():

@@ -2,7 +2,7 @@ import pytest
 
 from agedistill_core.errors import ConfigError
 from agedistill_core.settings import load_settings
-from conftest import REPO, write_params
+from agedistill_testing import REPO, write_params
 
 
 def test_repo_profiles_load_and_merge_base():

@@ -37,7 +37,7 @@ def test_sensors_request_manifest_refresh_and_missing_shards(tmp_path):
     from agedistill_dag.materialize import materialize_all
     from agedistill_dag.resources import AgedistillConfig
     from agedistill_dag.sensors import new_images_sensor, unlabelled_shards_sensor
-    from conftest import write_params
+    from agedistill_testing import write_params
 
     assert new_images_sensor.default_status == dg.DefaultSensorStatus.STOPPED
     root = tmp_path / "imgs"

@@ -9,7 +9,7 @@ from agedistill_core.labels import LABELS_SCHEMA
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import list_shards, read_shards, read_table
 from agedistill_dag.materialize import materialize_all
-from conftest import needs_utkface
+from agedistill_testing import needs_utkface
 
 
 @needs_utkface
