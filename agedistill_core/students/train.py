@@ -9,7 +9,11 @@ as an uninterrupted run (tests/students/test_train_protocol.py).
 
 Runs under ``torchrun --nproc_per_node K`` too (gloo on CPU, nccl on GPUs):
 each process trains on its equal-length shard of every epoch, DDP averages
-gradients, and rank 0 alone writes checkpoints and logs.  Metrics go to
+gradients, and rank 0 alone writes checkpoints and logs::
+
+    torchrun --standalone --nproc_per_node 2 -m agedistill_core.cli --profile P train
+
+Metrics go to
 ``metrics.csv`` / ``metrics.png`` and, when ``torch.utils.tensorboard`` can be
 imported (the ``tensorboard`` package), to ``tb/`` as TensorBoard events.
 """

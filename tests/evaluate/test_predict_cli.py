@@ -5,7 +5,6 @@ import warnings
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 import torch
 from skimage import data

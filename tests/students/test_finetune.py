@@ -11,7 +11,7 @@ import torch
 from agedistill_core.errors import DataError
 from agedistill_core.settings import load_settings
 from agedistill_core.students.finetune import (FinetuneConfig, finetune_adience, finetune_apparent_age,
-                                               finetune_fairface, kfold, main, start_from)
+                                               kfold, main, start_from)
 from agedistill_core.students.train import run_dir, train_student
 
 QUIET = lambda m: None  # noqa: E731
