@@ -112,11 +112,14 @@ def label_shard(settings: Settings, sid: str, *, force: bool = False,
     rest, so there are no duplicates and no gaps.
     """
     out = shard_path(settings.labels_dir, sid)
-    version = settings.section_hash("dataset", "faces", "teacher")
+    crops_path = shard_path(settings.crops_dir, sid)
+    # the labels' version chains the crops' own version: re-made crops mean re-made labels
+    crops_version = table_metadata(crops_path).get("version", "?") if crops_path.is_file() else "?"
+    version = f"{crops_version}-{settings.section_hash('teacher')}"
     if out.is_file() and not force and table_metadata(out).get("version") == version:
         return StageResult(out, read_table(out, ["image_id"]).num_rows, {}, skipped=True)
     _remove_stale_temps(out)
-    crops = read_table(shard_path(settings.crops_dir, sid), ["image_id", "face", "jpeg", "status"])
+    crops = read_table(crops_path, ["image_id", "face", "jpeg", "status"])
     crops = crops.filter(pc.is_in(crops["status"], pa.array(USABLE)))
     teacher = get_teacher(settings)
     ids, faces = crops["image_id"].to_pylist(), crops["face"].to_pylist()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -29,20 +30,29 @@ def shard_index(sid: str) -> int:
     return int(sid[len(SHARD_PREFIX):])
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path beside ``path``; on success it is fsynced and renamed
+    onto ``path``, on any error it is removed.  Every file this project writes goes
+    through here, so a killed run never leaves a half-written file under a real name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -51,21 +61,13 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 def write_table(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> Path:
     """Write a Parquet file atomically, with optional key/value metadata."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if metadata:
         merged = dict(table.schema.metadata or {})
         merged.update({k.encode(): str(v).encode() for k, v in metadata.items()})
         table = table.replace_schema_metadata(merged)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:

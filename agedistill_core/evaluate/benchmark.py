@@ -31,25 +31,33 @@ def _group_scores(ages: np.ndarray, groups: list[str | None]) -> tuple[float, fl
     return group_accuracy(age_to_group(ages[known]), truth)
 
 
-def run_benchmark(settings: Settings, log=print) -> pa.Table:
+def score_checkpoints(settings: Settings, checkpoints: list[str | Path], log=print) -> list[dict]:
+    """The teacher and each student checkpoint on the profile's test split: one row each."""
     test = load_split(settings, "test", "teacher")
     vmage = read_table(settings.vmage_path, ["image_id", "split", "gt_group"]).to_pydict()
     group_of = {i: g for i, s, g in zip(vmage["image_id"], vmage["split"], vmage["gt_group"]) if s == "test"}
     groups = [group_of.get(i) for i in test.image_id]
-    rows = []
     t1, t1off = _group_scores(test.teacher_age, groups)
-    rows.append(dict(model="teacher", kind="teacher", run="+".join(settings.teacher.members),
-                     test_faces=len(test), mae_to_teacher=0.0, mae_to_ground_truth=mae(test.teacher_age, test.gt_age),
-                     group_top1=t1, group_1off=t1off, params_m=None))
-    for ckpt in sorted(Path(settings.students_dir).glob("*/best.pt")):
+    rows = [dict(model="teacher", kind="teacher", run="+".join(map(str, settings.teacher.members)),
+                 checkpoint="-", test_faces=len(test), mae_to_teacher=0.0,
+                 mae_to_ground_truth=mae(test.teacher_age, test.gt_age), group_top1=t1, group_1off=t1off,
+                 params_m=None)]
+    for ckpt in checkpoints:
         student = load_student(ckpt)
         ages = student.predict_jpegs(test.jpeg, settings.evaluate.batch_size)
         g1, g1off = _group_scores(ages, groups)
         n_params = sum(p.numel() for p in student.model.parameters()) / 1e6
-        rows.append(dict(model=student.arch, kind="student", run=ckpt.parent.name, test_faces=len(test),
-                         mae_to_teacher=mae(ages, test.teacher_age), mae_to_ground_truth=mae(ages, test.gt_age),
-                         group_top1=g1, group_1off=g1off, params_m=round(n_params, 2)))
-        log(f"{ckpt.parent.name}: MAE to teacher {rows[-1]['mae_to_teacher']:.2f}")
+        rows.append(dict(model=student.arch, kind="student", run=Path(ckpt).parent.name, checkpoint=str(ckpt),
+                         test_faces=len(test), mae_to_teacher=mae(ages, test.teacher_age),
+                         mae_to_ground_truth=mae(ages, test.gt_age), group_top1=g1, group_1off=g1off,
+                         params_m=round(n_params, 2)))
+        log(f"{rows[-1]['run']}: MAE to teacher {rows[-1]['mae_to_teacher']:.2f}")
+    return rows
+
+
+def run_benchmark(settings: Settings, log=print) -> pa.Table:
+    """Score the teacher and every trained student of the profile; write the tables."""
+    rows = score_checkpoints(settings, sorted(Path(settings.students_dir).glob("*/best.pt")), log)
     table = pa.Table.from_pylist(rows).select(COLUMNS)
     out = settings.benchmarks_dir
     write_table(table, out / "benchmark.parquet")
@@ -66,9 +74,13 @@ def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def to_markdown(rows: list[dict], settings: Settings) -> str:
     head = (f"Benchmark, profile `{settings.profile}` (dataset `{settings.dataset.name}`), test split. "
             "MAE in years; '-' where the data has no such label.\n\n")
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in COLUMNS) + " |" for r in rows]
-    return head + "\n".join(lines) + "\n"
+    return head + markdown_table(rows, COLUMNS)

@@ -9,8 +9,6 @@
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -21,6 +19,7 @@ import torch
 
 from agedistill_core.errors import AgedistillError, UnreadableImage
 from agedistill_core.images import decode_image, read_image
+from agedistill_core.shards import atomic_write_bytes
 from agedistill_core.students.augment import to_tensor
 from agedistill_core.students.checkpoint import load_checkpoint
 from agedistill_core.students.losses import make_loss
@@ -170,15 +169,7 @@ def write_image_atomic(rgb: np.ndarray, path: Path, quality: int = 92) -> Path:
     ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise ValueError(f"cannot encode {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, buf.tobytes())
 
 
 def _annotated_name(path: Path, inputs_root: Path | None) -> str:

@@ -166,12 +166,12 @@ def plot_robustness(rows: list[dict], models: list[str], path: Path) -> Path:
     ax.set_xticks(x, [line["corruption"] for line in lines], rotation=35, ha="right")
     ax.set_ylabel("MAE (years)")
     ax.set_title("Robustness: MAE per corruption (mean over severities)")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8)  # outside: never hides bars
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
     return path

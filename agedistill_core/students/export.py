@@ -8,14 +8,13 @@ dynamic.  Weights are stored inside the .onnx file.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from agedistill_core.shards import atomic_path
 from agedistill_core.students.checkpoint import unwrap_model
 
 INPUT_NAME = "input"
@@ -31,19 +30,16 @@ def _device_of(model: torch.nn.Module) -> torch.device:
 def export_onnx(model: torch.nn.Module, path, input_size: int, *, opset: int = 17) -> Path:
     """Export ``model`` (eval mode) to ``path`` atomically; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     net = unwrap_model(model)
     was_training = net.training
     net.eval()
     dummy = torch.zeros(2, 3, input_size, input_size, device=_device_of(net))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(
-                net, (dummy,), tmp,
+                net, (dummy,), str(tmp),
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
@@ -51,15 +47,6 @@ def export_onnx(model: torch.nn.Module, path, input_size: int, *, opset: int = 1
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,
             )
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
     finally:
         net.train(was_training)
     return path
