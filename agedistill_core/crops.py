@@ -60,6 +60,7 @@ def _crop_one(path: Path, image_id: str, cfg: FaceSettings) -> dict:
         return row
     fc = extract_face(rgb, detector, size=cfg.crop_size, margin=cfg.margin,
                       min_score=cfg.min_score, whole_image_fallback=cfg.whole_image_fallback,
+                      whole_image_max_side=cfg.whole_image_max_side,
                       aligner=aligner)
     row.update(status=fc.status, reason=fc.reason, score=fc.score,
                box=list(fc.box) if fc.box else None,

@@ -31,22 +31,22 @@ def manifest_shards(settings: Settings) -> list[str]:
     return sorted(pc.unique(table["shard"]).to_pylist())
 
 
-def run_crops(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list[StageResult]:
+def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None, log: Log) -> list[StageResult]:
+    """Run a per-shard stage over the given shards (default: all of the manifest's)."""
     results = []
     for sid in shards or manifest_shards(settings):
-        r = crop_shard(settings, sid)
-        log(f"crops {sid}: {r.rows} images {r.counts}{' (up to date)' if r.skipped else ''}")
+        r = stage(settings, sid)
+        log(f"{what} {sid}: {r.rows} rows {r.counts or ''}{' (up to date)' if r.skipped else ''}")
         results.append(r)
     return results
+
+
+def run_crops(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list[StageResult]:
+    return _each_shard(crop_shard, "crops", settings, shards, log)
 
 
 def run_labels(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list[StageResult]:
-    results = []
-    for sid in shards or manifest_shards(settings):
-        r = label_shard(settings, sid)
-        log(f"labels {sid}: {r.rows} faces{' (up to date)' if r.skipped else ''}")
-        results.append(r)
-    return results
+    return _each_shard(label_shard, "labels", settings, shards, log)
 
 
 def run_vmage(settings: Settings, log: Log = print) -> dict:

@@ -45,6 +45,7 @@ class FaceSettings:
     crop_size: int = 160           # stored crop side in pixels
     min_score: float = 0.5
     whole_image_fallback: bool = True  # a crop with no detection becomes its own box
+    whole_image_max_side: int = 512   # ...if its longer side is at most this (larger: a photo -> no_face)
     jpeg_quality: int = 95
     workers: int = 1
 

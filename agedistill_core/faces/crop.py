@@ -69,6 +69,7 @@ def extract_face(
     margin: float,
     min_score: float = 0.5,
     whole_image_fallback: bool = True,
+    whole_image_max_side: int | None = None,
     aligner=None,
 ) -> FaceCrop:
     """Detect, choose the most confident (then largest) face, crop it.
@@ -76,7 +77,9 @@ def extract_face(
     ``detector=None`` means the image already is the face crop (framing kept).
     With no detection, ``whole_image_fallback`` treats the whole image as the
     face box (for data sets of crops the detector misses); otherwise the image
-    is recorded as ``no_face``.
+    is recorded as ``no_face``.  The fallback applies only to images whose
+    longer side is at most ``whole_image_max_side`` (crops): a larger image is a
+    photo, and a photo without a face is ``no_face``, never a "face".
 
     ``aligner`` (e.g. ``faces.align.Dlib5Aligner``) replaces the square +
     margin framing: its landmarks are found inside the chosen box (the
@@ -91,6 +94,10 @@ def extract_face(
         if not found:
             if not whole_image_fallback:
                 return FaceCrop("no_face", None, reason="no face detected")
+            if whole_image_max_side is not None and max(h, w) > whole_image_max_side:
+                return FaceCrop("no_face", None, reason=(
+                    f"no face detected; a {w}x{h} image is larger than faces.whole_image_max_side="
+                    f"{whole_image_max_side}, so it is treated as a photo, not a crop"))
             box, status, score = _whole(w, h), "whole_image", None
             reason = "no face detected; whole image used as the face box"
         else:

@@ -60,3 +60,23 @@ def test_detector_finds_the_astronaut_and_not_the_coffee(tmp_path):
     x0, y0, x1, y1 = astro["box"]
     assert 150 < (x0 + x1) / 2 < 300 and 50 < (y0 + y1) / 2 < 180     # Eileen Collins' face
     assert rows["folder/coffee.jpg"]["status"] == "no_face" and rows["folder/coffee.jpg"]["jpeg"] is None
+
+
+def test_whole_image_fallback_only_for_crop_sized_images(tmp_path):
+    """A photo without a face is no_face; a small undetected crop is used whole."""
+    import skimage.data as skd
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    (root / "coffee.jpg").write_bytes(encode_jpeg(skd.coffee()))          # 600x400 photo, no face
+    (root / "small.jpg").write_bytes(encode_jpeg(skd.coffee()[::8, ::8]))  # 75x50: crop-sized
+    p = write_params(tmp_path, {"f": {"workdir": str(tmp_path / "w"),
+                                      "dataset": {"name": "folder", "root": str(root)},
+                                      "faces": {"detector": "haar", "align": "none", "whole_image_fallback": True,
+                                                "whole_image_max_side": 512}}})
+    s = load_settings("f", p)
+    build_manifest(s)
+    rows = {r["image_id"]: r for r in read_table(crop_shard(s, "shard-00000").path).to_pylist()}
+    assert rows["folder/coffee.jpg"]["status"] == "no_face"
+    assert "whole_image_max_side=512" in rows["folder/coffee.jpg"]["reason"]
+    assert rows["folder/small.jpg"]["status"] == "whole_image" and rows["folder/small.jpg"]["jpeg"]
