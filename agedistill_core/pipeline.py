@@ -7,6 +7,7 @@ these same functions; ``run_all`` just calls them in order.
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Callable
 
@@ -15,7 +16,7 @@ import pyarrow.compute as pc
 from agedistill_core.crops import StageResult, crop_shard
 from agedistill_core.datasets import build_manifest
 from agedistill_core.evaluate.benchmark import run_benchmark
-from agedistill_core.evaluate.robustness import build_lfwc_partition, run_robustness, selected
+from agedistill_core.evaluate.robustness import base_faces, build_lfwc_partition, run_robustness, selected
 from agedistill_core.labels import label_shard
 from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text, read_shards, read_table
@@ -65,7 +66,8 @@ def run_vmage(settings: Settings, log: Log = print) -> dict:
 def run_lfwc(settings: Settings, names: list[str] | None = None, severities: list[int] | None = None,
              log: Log = print) -> list[StageResult]:
     """Build the corrupted set's partitions (all that the profile selects, or a subset)."""
-    return [build_lfwc_partition(settings, n, s, log=log) for n, s in selected(settings)
+    base = functools.cache(lambda: base_faces(settings))  # read the base faces at most once
+    return [build_lfwc_partition(settings, n, s, log=log, faces=base) for n, s in selected(settings)
             if (not names or n in names) and (not severities or s in severities)]
 
 

@@ -12,6 +12,7 @@ the teacher's label of the clean face; the ``target`` column says which.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -57,14 +58,18 @@ def base_faces(settings: Settings) -> FaceSet:
 
 
 def build_lfwc_partition(settings: Settings, name: str, severity: int, *, force: bool = False,
-                         log=print) -> StageResult:
-    """Corrupt the base faces with one (corruption, severity), in shard-sized parts."""
+                         log=print, faces: Callable[[], FaceSet] | None = None) -> StageResult:
+    """Corrupt the base faces with one (corruption, severity), in shard-sized parts.
+
+    ``faces`` supplies the base faces when a caller builds many partitions in one
+    process (read once, not once per partition); by default they are read here.
+    """
     out = partition_dir(settings, name, severity)
     version = settings.section_hash("dataset", "faces", "split", "corruptions")
     parts = sorted(out.glob("part-*.parquet"))
     if parts and not force and all(table_metadata(p).get("version") == version for p in parts):
         return StageResult(out, sum(read_table(p, ["image_id"]).num_rows for p in parts), {}, skipped=True)
-    faces = base_faces(settings)
+    faces = faces() if faces is not None else base_faces(settings)
     for stale in parts:
         stale.unlink()
     counts: dict[str, int] = {}
