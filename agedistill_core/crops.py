@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agedistill_core.errors import UnreadableImage
+from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.faces import extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
 from agedistill_core.images import encode_jpeg, read_image
@@ -70,6 +69,15 @@ def _crop_one(path: Path, image_id: str, cfg: FaceSettings) -> dict:
     return row
 
 
+def _source_of(sources: dict, source_id: str, image_id: str):
+    if source_id in sources:
+        return sources[source_id]
+    if len(sources) == 1:  # a manifest written before sources had ids: the dataset name
+        return next(iter(sources.values()))
+    raise DataError(f"manifest row {image_id} belongs to source {source_id!r}, which the profile no longer "
+                    f"has; run `agedistill manifest` again")
+
+
 @dataclass
 class StageResult:
     path: Path
@@ -94,24 +102,28 @@ def crop_shard(settings: Settings, sid: str, *, force: bool = False,
     if out.is_file() and not force and table_metadata(out).get("version") == version:
         table = read_table(out, ["status"])
         return StageResult(out, table.num_rows, status_counts(table), skipped=True)
-    manifest = read_table(settings.manifest_path, ["image_id", "path", "shard"])
+    manifest = read_table(settings.manifest_path, ["image_id", "dataset", "path", "shard"])
     manifest = manifest.filter(pc.equal(manifest["shard"], sid))
     ids = manifest["image_id"].to_pylist()
-    paths = [settings.data_root / p for p in manifest["path"].to_pylist()]
-    work = partial(_crop_one, cfg=settings.faces)
-    _detector(settings.faces)  # a bad detector / missing model file fails here, once, with its message
-    get_aligner(settings.faces.align, settings.faces.align_padding)
+    sources = {src.id: src for src in settings.sources}
+    rows_src = [_source_of(sources, d, iid) for d, iid in zip(manifest["dataset"].to_pylist(), ids)]
+    paths = [src.root / p for src, p in zip(rows_src, manifest["path"].to_pylist())]
+    cfgs = [src.faces for src in rows_src]
+    for cfg in {src.id: src.faces for src in rows_src}.values():
+        _detector(cfg)  # a bad detector / missing model file fails here, once, with its message
+        get_aligner(cfg.align, cfg.align_padding)
+    work = _crop_one
     rows: list[dict] = []
     if settings.faces.workers > 1 and len(ids) > 1:
         with ProcessPoolExecutor(settings.faces.workers) as pool:
             chunk = max(1, min(64, len(ids) // (4 * settings.faces.workers)))
-            for i, row in enumerate(pool.map(work, paths, ids, chunksize=chunk)):
+            for i, row in enumerate(pool.map(work, paths, ids, cfgs, chunksize=chunk)):
                 rows.append(row)
                 if progress:
                     progress(i + 1, len(ids))
     else:
-        for i, (p, iid) in enumerate(zip(paths, ids)):
-            rows.append(work(p, iid))
+        for i, (p, iid, cfg) in enumerate(zip(paths, ids, cfgs)):
+            rows.append(work(p, iid, cfg))
             if progress:
                 progress(i + 1, len(ids))
     table = pa.Table.from_pylist(rows, schema=CROPS_SCHEMA)

@@ -28,6 +28,10 @@ class DatasetSettings:
     name: str = "demo"             # a key of agedistill_core.datasets.DATASETS
     root: str = "data/demo/raw"    # data root; relative paths are relative to params.yaml
     limit: int | None = None       # keep at most this many images (fixed-seed sample)
+    # Several sources as one corpus: each a mapping {id, name, root, limit?, faces?, split?}
+    # (``faces`` / ``split`` override the profile's for that source only).  Empty: the
+    # single source above, whose id is ``name``.
+    sources: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,20 @@ class FaceSettings:
     whole_image_max_side: int = 512   # ...if its longer side is at most this (larger: a photo -> no_face)
     jpeg_quality: int = 95
     workers: int = 1
+
+
+@dataclass(frozen=True)
+class Source:
+    """One folder of the corpus, resolved: its adapter, root, framing and split shares."""
+    id: str                        # prefix of its image ids and value of the manifest's `dataset`
+    name: str                      # the adapter (a key of agedistill_core.datasets.DATASETS)
+    root: Path
+    faces: FaceSettings
+    split: SplitSettings
+    limit: int | None = None
+
+
+SOURCE_KEYS = {"id", "name", "root", "limit", "faces", "split"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +102,9 @@ class StudentSettings:
     tag: str | None = None         # appended to the run folder name (keeps variants apart)
     threads: int = 0               # torch intra-op threads; 0 = torch default (all cores)
     cache_crops: bool = False      # keep decoded training crops in memory (~77 kB a face at 160 px)
+    sources: tuple[str, ...] = ()  # train/validate only on faces of these source ids; () = all
+    balance: str = "none"          # none | band | band_sqrt: re-weight faces against age-band imbalance
+    channels_last: bool = True     # NHWC memory format (faster convolutions on CPU)
 
 
 @dataclass(frozen=True)
@@ -121,8 +142,33 @@ class Settings:
     # -- derived paths: one place that says where every artifact lives --------
     @property
     def data_root(self) -> Path:
-        root = Path(self.dataset.root).expanduser()
+        return self._path(self.dataset.root)
+
+    def _path(self, value: str) -> Path:
+        root = Path(value).expanduser()
         return root if root.is_absolute() else (self.params_path.parent / root)
+
+    @property
+    def sources(self) -> tuple[Source, ...]:
+        """The corpus' sources: ``dataset.sources``, or the one ``dataset`` itself."""
+        if not self.dataset.sources:
+            return (Source(self.dataset.name, self.dataset.name, self.data_root, self.faces, self.split,
+                           self.dataset.limit),)
+        out = []
+        for i, raw in enumerate(self.dataset.sources):
+            where = f"{self.profile}.dataset.sources[{i}]"
+            faces = _build_section(FaceSettings, _merge(asdict(self.faces), raw.get("faces") or {}), f"{where}.faces")
+            split = _build_section(SplitSettings, _merge(asdict(self.split), raw.get("split") or {}), f"{where}.split")
+            out.append(Source(str(raw["id"]), str(raw["name"]), self._path(str(raw["root"])), faces, split,
+                              raw.get("limit")))
+        return tuple(out)
+
+    def source(self, source_id: str) -> Source:
+        for src in self.sources:
+            if src.id == source_id:
+                return src
+        raise ConfigError(f"profile {self.profile!r} has no source {source_id!r}; "
+                          f"its sources: {', '.join(s.id for s in self.sources)}")
 
     @property
     def manifest_path(self) -> Path:
@@ -282,7 +328,41 @@ def load_settings(
     return settings
 
 
+def _validate_sources(s: Settings) -> None:
+    seen = set()
+    for i, raw in enumerate(s.dataset.sources):
+        where = f"{s.profile}.dataset.sources[{i}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a mapping with id, name and root, got {raw!r}")
+        unknown = sorted(set(raw) - SOURCE_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(SOURCE_KEYS))}")
+        for key in ("id", "name", "root"):
+            if not isinstance(raw.get(key), str) or not raw[key]:
+                raise ConfigError(f"{where} needs a non-empty '{key}' (e.g. id: lfw, name: lfw, root: ../shared/data/lfw)")
+        if "/" in raw["id"] or raw["id"] in seen:
+            raise ConfigError(f"{where}: id {raw['id']!r} must be unique and contain no '/'")
+        seen.add(raw["id"])
+        limit = raw.get("limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise ConfigError(f"{where}.limit must be a whole number >= 1 or null, got {limit!r}")
+    srcs = s.sources  # builds (and so validates) every source's faces and split
+    for src in srcs:
+        if (src.faces.crop_size, src.faces.margin) != (s.faces.crop_size, s.faces.margin):
+            raise ConfigError(f"{s.profile}: source {src.id!r} changes faces.crop_size or faces.margin; "
+                              "students need one framing size and margin: set them in the profile's faces")
+        for key in ("test", "val"):
+            if not 0 <= getattr(src.split, key) < 1:
+                raise ConfigError(f"{s.profile}: source {src.id!r} split.{key} must be in [0, 1)")
+    ids = {src.id for src in srcs}
+    for sid in s.students.sources:
+        if sid not in ids:
+            raise ConfigError(f"{s.profile}.students.sources names {sid!r}, which is not a source; "
+                              f"choose from: {', '.join(sorted(ids))}")
+
+
 def _validate(s: Settings) -> None:
+    _validate_sources(s)
     if s.shard_size < 1:
         raise ConfigError(f"{s.profile}.shard_size must be >= 1, got {s.shard_size}")
     for key in ("test", "val"):
@@ -325,3 +405,44 @@ def _validate(s: Settings) -> None:
                           f"got {s.teacher.variants}")
     if s.teacher.batch_size < 1:
         raise ConfigError(f"{s.profile}.teacher.batch_size must be >= 1, got {s.teacher.batch_size}")
+    _validate_students(s)
+
+
+def _number(value, where: str, *, low: float | None = None, low_open: bool = False, whole: bool = False,
+            allow_none: bool = False):
+    """A number setting, checked: a one-line ConfigError naming the key and the valid range."""
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    if ok and whole:
+        ok = float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if not ok:
+        kind = "a whole number" if whole else "a number"
+        bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
+        none = " or null" if allow_none else ""
+        raise ConfigError(f"{where} must be {kind}{bound}{none}, got {value!r}; fix it in params.yaml")
+
+
+def _validate_students(s: Settings) -> None:
+    st, p = s.students, f"{s.profile}.students"
+    _number(st.lr, f"{p}.lr", low=0, low_open=True, allow_none=True)
+    _number(st.batch_size, f"{p}.batch_size", low=1, whole=True, allow_none=True)
+    _number(st.max_train_faces, f"{p}.max_train_faces", low=1, whole=True, allow_none=True)
+    _number(st.threads, f"{p}.threads", low=0, whole=True)
+    _number(st.workers, f"{p}.workers", low=0, whole=True)
+    _number(st.lr_step_epochs, f"{p}.lr_step_epochs", low=1, whole=True)
+    _number(st.lr_gamma, f"{p}.lr_gamma", low=0, low_open=True)
+    _number(st.momentum, f"{p}.momentum", low=0)
+    _number(st.weight_decay, f"{p}.weight_decay", low=0)
+    _number(s.teacher.threads, f"{s.profile}.teacher.threads", low=0, whole=True)
+    if st.momentum >= 1:
+        raise ConfigError(f"{p}.momentum must be below 1, got {st.momentum}")
+    for name, allowed in (("weighting", ("none", "agreement")), ("balance", ("none", "band", "band_sqrt"))):
+        if getattr(st, name) not in allowed:
+            raise ConfigError(f"{p}.{name} must be one of {', '.join(allowed)}, got {getattr(st, name)!r}")
+    for src in s.sources:
+        if (1 - src.split.test) * (1 - src.split.val) < 0.02:
+            raise ConfigError(f"{s.profile}: split test={src.split.test} val={src.split.val} leaves under 2% "
+                              f"of source {src.id!r} for training; lower them")

@@ -25,7 +25,7 @@ label_shard_job = dg.define_asset_job(
 def new_images_sensor(context: dg.SensorEvaluationContext, config: AgedistillConfig):
     try:
         settings = config.settings()
-        on_disk = len(list_images(settings.data_root)) if settings.data_root.is_dir() else 0
+        on_disk = sum(len(list_images(src.root)) for src in settings.sources if src.root.is_dir())
         known = read_table(settings.manifest_path, ["image_id"]).num_rows if settings.manifest_path.is_file() else 0
     except AgedistillError as exc:
         return dg.SkipReason(str(exc))

@@ -1,24 +1,29 @@
-"""Training throughput: the real input pipeline vs the same model fed random tensors.
+"""Training throughput in steady state: the real path, its random-tensor bound, and bare timm.
 
-    .venv/bin/python benchmarks/train_throughput.py [--arch mn3_small] [--faces 512] [--batch 64]
-        [--steps 6] [--rounds 3] [--workers 0] [--threads 0] [--cache]
+    .venv/bin/python benchmarks/train_throughput.py [--arch mn3_small] [--faces 2048]
+        [--warmup 6] [--steps 8] [--rounds 3] [--threads 0] [--quick]
 
-Real UTKFace faces (../shared/data/utkface/crop_part1; falls back to crops of
-scikit-image's astronaut when absent) are stored as the pipeline stores them
-(160 px JPEG crops), then timed three ways:
+Three things, measured side by side in one run, each after warm-up steps (the
+first steps on a new shape are slow: they are never timed):
 
-* ``data only``: FaceDataset (JPEG decode + SPEC 4 augmentation) through a
-  DataLoader, no model;
-* ``pipeline``: the training step (forward, backward, SGD) fed by that loader;
-* ``bound``: the same training step on random tensors of the same shape.
+* ``real``: the project's training step (``students.train.train_step``: the
+  student, its loss, SGD) fed by the project's input path: real UTKFace faces
+  stored as the pipeline stores them (160 px JPEG crops), decoded once to the
+  input size (``FaceDataset``; that one-off cost is printed apart), SPEC
+  augmentation per face per epoch, batches built in a prefetch thread
+  (``iter_batches``), channels-last as in training;
+* ``bound``: the same step, same model, on random tensors of the same shape;
+* ``bare timm``: a plain timm loop (``timm.create_model``, MSE, SGD) on random
+  tensors, over a grid of threads x memory format x batch; the best is reported.
 
-Pipeline and bound alternate for ``--rounds`` rounds (the machine is shared:
-interleaving cancels drift); medians are reported.  ratio = pipeline / bound
-(goal >= 0.9).  ``--cache`` keeps decoded crops as uint8 arrays (decode once).
+``real`` and ``bound`` alternate for ``--rounds`` rounds (the machine is shared:
+interleaving cancels drift); medians are reported.  Goals: real / bound >= 0.9,
+bound / best bare >= 0.8.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -31,10 +36,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agedistill_core.images import encode_jpeg, read_image  # noqa: E402
 from agedistill_core.faces import extract_face  # noqa: E402
+from agedistill_core.images import encode_jpeg, read_image  # noqa: E402
 from agedistill_core.students.augment import AugmentConfig  # noqa: E402
-from agedistill_core.students.data import FaceDataset, FaceSet, collate  # noqa: E402
+from agedistill_core.students.data import FaceDataset, FaceSet, iter_batches  # noqa: E402
+from agedistill_core.students.losses import make_loss  # noqa: E402
+from agedistill_core.students.train import train_step  # noqa: E402
 from agedistill_core.students.zoo import STUDENTS, create_student  # noqa: E402
 
 UTKFACE = REPO.parent / "shared" / "data" / "utkface" / "crop_part1"
@@ -56,84 +63,125 @@ def real_faces(n: int, size: int = 160) -> FaceSet:
     return FaceSet([f"f{i}" for i in range(k)], jpegs, ages, None, np.zeros(k, np.float32), ages, ages)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="mn3_small")
-    p.add_argument("--faces", type=int, default=512)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=6, help="training steps per timed round")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    p.add_argument("--cache", action="store_true", help="cache decoded crops as uint8 arrays")
-    a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    spec = STUDENTS.get(a.arch)
-    faces = real_faces(a.faces)
-    ds = FaceDataset(faces, spec.input_size, 0.2, AugmentConfig(enabled=True), seed=0, cache_decoded=a.cache)
+def timed(step, batch: int, warmup: int, steps: int) -> float:
+    """img/s of ``step()`` over ``steps`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def project_model(arch: str, channels_last: bool):
+    spec = STUDENTS.get(arch)
+    loss_fn = make_loss("paper")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = create_student(a.arch, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    model.train()
+        model = create_student(arch, loss_fn.n_outputs)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=spec.lr * 0.01, momentum=0.9)
+    return model, loss_fn, opt
 
-    def step(x, y):
-        loss = (model(x).squeeze(1) - y).pow(2).mean()
+
+def bare_timm(arch: str, threads: int, channels_last: bool, batch: int, warmup: int, steps: int) -> float:
+    import timm
+
+    spec = STUDENTS.get(arch)
+    torch.set_num_threads(threads)
+    model = timm.create_model(spec.timm_name, pretrained=False, num_classes=1)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    x = torch.randn(batch, 3, spec.input_size, spec.input_size).contiguous(memory_format=fmt)
+    y = torch.rand(batch, 1) * 80
+
+    def step():
+        loss = torch.nn.functional.mse_loss(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    def loader(epoch):
-        ds.set_epoch(epoch)
-        return torch.utils.data.DataLoader(ds, batch_size=a.batch, shuffle=True, num_workers=a.workers,
-                                           collate_fn=collate, drop_last=True,
-                                           persistent_workers=False)
+    return timed(step, batch, warmup, steps)
 
-    def run_pipeline(epoch) -> float:
-        n, t0, it = 0, time.perf_counter(), iter(loader(epoch))
-        for _ in range(a.steps):
-            try:
-                x, y, _, _ = next(it)
-            except StopIteration:
-                it = iter(loader(epoch + 1000))
-                x, y, _, _ = next(it)
-            step(x, y)
-            n += len(y)
-        return n / (time.perf_counter() - t0)
 
-    x_rand = torch.randn(a.batch, 3, spec.input_size, spec.input_size)
-    y_rand = torch.rand(a.batch) * 90
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", default="mn3_small")
+    p.add_argument("--faces", type=int, default=2048)
+    p.add_argument("--batch", type=int, default=None, help="default: the architecture's SPEC batch")
+    p.add_argument("--warmup", type=int, default=6)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="threads for real/bound (0 = all cores)")
+    p.add_argument("--quick", action="store_true", help="a smaller bare-timm grid")
+    a = p.parse_args(argv)
+    spec = STUDENTS.get(a.arch)
+    batch = a.batch or spec.batch_size
+    threads = a.threads or torch.get_num_threads()
+    size = spec.input_size
 
-    def run_bound() -> float:
-        t0 = time.perf_counter()
-        for _ in range(a.steps):
-            step(x_rand, y_rand)
-        return a.steps * a.batch / (time.perf_counter() - t0)
+    # -- bare timm grid (random tensors): the best this machine does ------------------------------
+    grid = list(itertools.product(sorted({1, threads}), (False, True), sorted({64, batch})))
+    if a.quick:
+        grid = [(threads, True, batch)]
+    bare = {}
+    for t, cl, b in grid:
+        bare[(t, cl, b)] = bare_timm(a.arch, t, cl, b, a.warmup, a.steps)
+        print(f"bare timm {spec.timm_name}@{size}: {t} thread(s), {'channels_last' if cl else 'contiguous'}, "
+              f"batch {b}: {bare[(t, cl, b)]:.0f} img/s")
+    best_cfg = max(bare, key=bare.get)
 
-    def run_data(epoch) -> float:
-        n, t0 = 0, time.perf_counter()
-        for x, *_ in loader(epoch):
-            n += len(x)
-        return n / (time.perf_counter() - t0)
+    # -- the project's step: real faces vs random tensors, interleaved ---------------------------------
+    torch.set_num_threads(threads)
+    faces = real_faces(a.faces)
+    t0 = time.perf_counter()
+    ds = FaceDataset(faces, size, 0.2, AugmentConfig(enabled=True), seed=0, threads=threads)
+    decode_s = time.perf_counter() - t0
+    print(f"decode once to {size} px: {len(faces)} faces in {decode_s:.2f} s "
+          f"({len(faces) / decode_s:.0f} faces/s, one-off per run)")
+    model, loss_fn, opt = project_model(a.arch, channels_last=True)
+    x_rand = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    y_rand = torch.rand(batch) * 80
 
-    step(x_rand, y_rand)  # warm-up
-    if a.cache:
-        run_data(10_000)  # fill the cache once (the first epoch of a real run)
-    data_rate = statistics.median(run_data(r) for r in range(2))
-    pipe, bound = [], []
+    def bound_step():
+        train_step(model, loss_fn, opt, x_rand, y_rand)
+
+    epoch = [0]
+    stream = [None]
+
+    def next_batch():
+        while True:
+            ds.set_epoch(epoch[0])
+            idx = np.random.default_rng(epoch[0]).permutation(len(ds))
+            idx = idx[: len(idx) - len(idx) % batch]
+            yield from iter_batches(ds, idx, batch)
+            epoch[0] += 1
+
+    def real_step():
+        x, age, _, _ = next(stream[0])
+        train_step(model, loss_fn, opt, x, age)
+
+    stream[0] = next_batch()
+    # data only (no model): what the input path costs on its own
+    data_only = timed(lambda: next(stream[0]), batch, 2, a.steps)
+    reals, bounds = [], []
     for r in range(a.rounds):
-        pipe.append(run_pipeline(r))
-        bound.append(run_bound())
-    pm, bm = statistics.median(pipe), statistics.median(bound)
-    print(f"\n{a.arch} @ {spec.input_size}px, batch {a.batch}, {a.steps} steps x {a.rounds} rounds, "
-          f"torch threads {torch.get_num_threads()}, workers {a.workers}, cache {a.cache}\n")
-    print("| what | images/s |\n|---|---|")
-    print(f"| data only (decode + augment + collate) | {data_rate:.0f} |")
-    print(f"| pipeline (real faces, augmentation on) | {pm:.1f} |")
-    print(f"| bound (random tensors, same shape) | {bm:.1f} |")
-    print(f"\nratio pipeline / bound = {pm / bm:.3f} (goal >= 0.9); rounds: pipeline "
-          f"{', '.join(f'{v:.1f}' for v in pipe)}; bound {', '.join(f'{v:.1f}' for v in bound)}")
+        bounds.append(timed(bound_step, batch, a.warmup if r == 0 else 2, a.steps))
+        reals.append(timed(real_step, batch, a.warmup if r == 0 else 2, a.steps))
+        print(f"round {r + 1}: real {reals[-1]:.0f} img/s, bound {bounds[-1]:.0f} img/s")
+    real, bound = statistics.median(reals), statistics.median(bounds)
+    best = bare[best_cfg]
+    t, cl, b = best_cfg
+    print()
+    print(f"| {a.arch}@{size}, {threads} thread(s), batch {batch} | img/s | ratio |")
+    print("|---|---|---|")
+    print(f"| input path alone (augment + batch, no model) | {data_only:.0f} | |")
+    print(f"| real (decoded faces, SPEC augmentation, train step) | {real:.0f} | real / bound = {real / bound:.2f} |")
+    print(f"| bound (same step, random tensors) | {bound:.0f} | bound / best bare = {bound / best:.2f} |")
+    print(f"| best bare timm ({t} thread(s), {'channels_last' if cl else 'contiguous'}, batch {b}) | {best:.0f} | "
+          f"real / best bare = {real / best:.2f} |")
     return 0
 
 

@@ -78,41 +78,48 @@ def assign_split(subject: str, seed: int, test: float, val: float) -> str:
     return "val" if (u - test) / (1 - test) < val else "train"
 
 
-def scan_dataset(settings: Settings) -> list[Item]:
-    root = settings.data_root
-    name = settings.dataset.name
-    scanner = DATASETS.get(name)
+def scan_source(settings: Settings, source) -> list[Item]:
+    """One source's items (its adapter over its root; fixed-seed ``limit`` sample)."""
+    root = source.root
+    scanner = DATASETS.get(source.name)
     if not root.exists() and not getattr(scanner, "creates_root", False):
-        raise DataError(
-            f"data root {root} does not exist; set dataset.root in profile "
-            f"{settings.profile!r} of {settings.params_path} (or pass --data-root)"
-        )
+        where = (f"dataset.root in profile {settings.profile!r}" if not settings.dataset.sources
+                 else f"the root of source {source.id!r} in profile {settings.profile!r}")
+        raise DataError(f"data root {root} does not exist; set {where} of {settings.params_path} (or pass --data-root)")
     items = list(scanner(root))
     if not items:
-        raise DataError(f"no images found under {root} for dataset {name!r}; check dataset.root")
-    limit = settings.dataset.limit
-    if limit is not None and len(items) > limit:
-        items = sorted(items, key=lambda it: unit_hash("limit", settings.seed, it.path))[:limit]
+        raise DataError(f"no images found under {root} for dataset {source.name!r}; check its root")
+    if source.limit is not None and len(items) > source.limit:
+        items = sorted(items, key=lambda it: unit_hash("limit", settings.seed, it.path))[:source.limit]
     return items
 
 
+def scan_dataset(settings: Settings) -> list[Item]:
+    """Items of the first (or only) source; see ``scan_source``."""
+    return scan_source(settings, settings.sources[0])
+
+
 def build_manifest(settings: Settings, previous: Path | None = None) -> pa.Table:
-    """Scan the data set, assign splits and sticky shards, write the manifest."""
-    items = scan_dataset(settings)
-    name = settings.dataset.name
+    """Scan every source, assign splits and sticky shards, write the manifest.
+
+    A row's ``dataset`` is its source id and its ``path`` is relative to that
+    source's root; ``image_id`` is ``<source id>/<path>``.
+    """
     old_shards: dict[str, str] = {}
     prev_path = previous or settings.manifest_path
     if Path(prev_path).is_file():
         old = read_table(prev_path, ["image_id", "shard"]).to_pydict()
         old_shards = dict(zip(old["image_id"], old["shard"]))
     rows = []
-    for it in sorted(items, key=lambda i: i.path):
-        image_id = f"{name}/{it.path}"
-        subject = it.subject or image_id
-        split = it.split or assign_split(subject, settings.seed, settings.split.test, settings.split.val)
-        rows.append(dict(image_id=image_id, dataset=name, path=it.path, subject=subject,
-                         age=it.age, age_std=it.age_std, age_group=it.age_group,
-                         split=split, fold=it.fold, shard=old_shards.get(image_id)))
+    for source in settings.sources:
+        split_cfg = source.split
+        for it in sorted(scan_source(settings, source), key=lambda i: i.path):
+            image_id = f"{source.id}/{it.path}"
+            subject = it.subject or image_id
+            split = it.split or assign_split(subject, settings.seed, split_cfg.test, split_cfg.val)
+            rows.append(dict(image_id=image_id, dataset=source.id, path=it.path, subject=subject,
+                             age=it.age, age_std=it.age_std, age_group=it.age_group,
+                             split=split, fold=it.fold, shard=old_shards.get(image_id)))
     # new images go to new shards after the highest existing one
     used = [shard_index(s) for s in set(old_shards.values())]
     next_index = max(used) + 1 if used else 0
@@ -120,5 +127,7 @@ def build_manifest(settings: Settings, previous: Path | None = None) -> pa.Table
     for k, row in enumerate(fresh):
         row["shard"] = shard_id(next_index + k // settings.shard_size)
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    write_table(table, settings.manifest_path, {"dataset": name, "root": str(settings.data_root)})
+    write_table(table, settings.manifest_path,
+                {"dataset": ",".join(s.id for s in settings.sources),
+                 "root": ",".join(str(s.root) for s in settings.sources)})
     return table

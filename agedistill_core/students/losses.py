@@ -185,3 +185,25 @@ def agreement_weights(age_spread, tau: float):
         return torch.exp(-s.clamp_min(0) / tau)
     s = np.asarray(age_spread, dtype=np.float64)
     return np.exp(-np.maximum(s, 0.0) / tau)
+
+
+def band_weights(target_age, power: float = 1.0) -> np.ndarray:
+    """Per-sample weights against age imbalance: ``(1 / share of the sample's age band) ** power``.
+
+    Bands are SPEC section 5's corpus groups (0-15, 16-25, 26-35, 36-45, 46-60,
+    61+), taken from the training targets (the teacher's ages when distilling),
+    so every band weighs the same in the loss with ``power`` 1 (``balance:
+    band``) and less extremely with 0.5 (``balance: band_sqrt``).  Returned with
+    mean 1 over the samples; samples without a target weigh 1.
+    """
+    from agedistill_core.vmage import age_group
+
+    ages = np.asarray(target_age, np.float64)
+    known = np.isfinite(ages)
+    w = np.ones(len(ages), np.float64)
+    if known.any():
+        bands = np.array(age_group(ages[known]))
+        names, inverse, counts = np.unique(bands, return_inverse=True, return_counts=True)
+        share = counts / counts.sum()
+        w[known] = (1.0 / share[inverse]) ** float(power)
+    return w / w.mean()

@@ -30,15 +30,14 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.checkpoint import load_checkpoint, load_into, restore_rng, save_checkpoint
-from agedistill_core.students.data import FaceDataset, FaceSet, collate, load_split
+from agedistill_core.students.data import FaceDataset, FaceSet, iter_batches, load_split
 from agedistill_core.students.distributed import all_reduce_mean, barrier, init_distributed, shard_indices
-from agedistill_core.students.losses import agreement_weights, make_loss
+from agedistill_core.students.losses import agreement_weights, band_weights, make_loss
 from agedistill_core.students.zoo import STUDENTS, create_student
 
 METRICS = ["epoch", "lr", "steps", "train_loss", "train_mae", "val_loss", "val_mae", "seconds", "faces_per_s"]
@@ -54,6 +53,10 @@ def run_name(settings: Settings, arch: str) -> str:
         parts.append(s.loss)
     if s.weighting != "none":
         parts.append(s.weighting)
+    if s.balance != "none":
+        parts.append(s.balance)
+    if s.sources:
+        parts.append("+".join(s.sources))
     if s.max_train_faces is not None:
         parts.append(f"n{s.max_train_faces}")
     if s.init_checkpoint:
@@ -72,11 +75,6 @@ def _subsample(faces: FaceSet, limit: int | None, seed: int) -> FaceSet:
         return faces
     idx = np.sort(np.random.default_rng([seed, 7]).permutation(len(faces))[:limit])
     return faces.subset(idx)
-
-
-def _loader(ds: FaceDataset, idx: np.ndarray, batch_size: int, workers: int) -> DataLoader:
-    return DataLoader(torch.utils.data.Subset(ds, idx.tolist()), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, collate_fn=collate, persistent_workers=False)
 
 
 def make_optimizer(model: torch.nn.Module, settings: Settings, arch: str):
@@ -126,8 +124,9 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(settings.seed)
 
-    train = _subsample(load_split(settings, "train", cfg.label_source), cfg.max_train_faces, settings.seed)
-    val = load_split(settings, "val", cfg.label_source)
+    train = _subsample(load_split(settings, "train", cfg.label_source, cfg.sources), cfg.max_train_faces,
+                       settings.seed)
+    val = load_split(settings, "val", cfg.label_source, cfg.sources)
     loss_fn = make_loss(cfg.loss)
     model = create_student(arch, loss_fn.n_outputs, cfg.pretrained_dir)
     init_head(model, train)
@@ -136,22 +135,27 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
         if not init_path.is_absolute():  # relative to params.yaml, like every path in it
             init_path = settings.params_path.parent / init_path
         init_from_checkpoint(model, str(init_path), arch)
-    model = model.to(dist_info.device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(dist_info.device, memory_format=memory_format)
     if dist_info.distributed:
         model = torch.nn.parallel.DistributedDataParallel(model)
     batch_size = cfg.batch_size or spec.batch_size
     optimizer, scheduler = make_optimizer(model, settings, arch)
     lr = optimizer.param_groups[0]["lr"]
     aug = AugmentConfig(enabled=cfg.augment)
+    threads = torch.get_num_threads()
     train_ds = FaceDataset(train, spec.input_size, settings.faces.margin, aug, settings.seed,
-                           cache_decoded=cfg.cache_crops)
-    val_ds = FaceDataset(val, spec.input_size, settings.faces.margin, AugmentConfig(enabled=False))
-    weights_all = (torch.as_tensor(agreement_weights(train.age_spread, tau=agreement_tau(train.age_spread)))
-                   if cfg.weighting == "agreement" else None)
+                           threads=threads, channels_last=cfg.channels_last)
+    val_ds = FaceDataset(val, spec.input_size, settings.faces.margin, AugmentConfig(enabled=False),
+                         threads=threads, channels_last=cfg.channels_last)
+    weights_all = face_weights(cfg, train)
 
     config = {"arch": arch, "timm": spec.timm_name, "input_size": spec.input_size, "lr": lr,
               "batch_size": batch_size, "n_outputs": loss_fn.n_outputs, "students": asdict(cfg),
-              "profile": settings.profile, "seed": settings.seed}
+              "profile": settings.profile, "seed": settings.seed,
+              "data": {"train": train.fingerprint(), "val": val.fingerprint(),
+                       "train_faces": len(train), "val_faces": len(val)},
+              "faces": asdict(settings.faces)}
     start_epoch, best_val, history = 0, math.inf, []
     last = out / "last.pt"
     if resume and last.is_file():
@@ -164,7 +168,9 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
             if dist_info.is_main:
                 log(f"{arch}: resuming after epoch {start_epoch} from {last}")
         elif dist_info.is_main:
-            log(f"{arch}: {last} was trained with other settings; starting afresh")
+            what = ("other training data (the label table or the sources changed)"
+                    if ckpt["config"].get("data") != config["data"] else "other settings")
+            log(f"{arch}: {last} was trained with {what}; starting afresh")
 
     tb = _TensorBoard(out / "tb", dist_info.is_main)
     steps_total = sum(int(r.get("steps", 0)) for r in history)
@@ -177,18 +183,16 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
         model.train()
         tot_loss = tot_err = seen = 0.0
         steps = 0
-        batches = _loader(train_ds, idx, batch_size, cfg.workers)
-        bar = _bar(batches, f"{arch} epoch {epoch + 1}/{cfg.epochs}", progress and dist_info.is_main)
+        batches = iter_batches(train_ds, idx, batch_size, cfg.workers)
+        bar = _bar(batches, f"{arch} epoch {epoch + 1}/{cfg.epochs}", progress and dist_info.is_main,
+                   total=(len(idx) + batch_size - 1) // batch_size)
         for b, (x, age, probs, spread) in enumerate(bar):
             x, age, probs = x.to(dist_info.device), age.to(dist_info.device), probs.to(dist_info.device)
             w = None
             if weights_all is not None:
                 w = weights_all[idx[b * batch_size:(b + 1) * batch_size]].to(dist_info.device)
-            out_t = model(x)
-            loss = loss_fn(out_t, age, probs if train.target_probs is not None else None, w)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            out_t, loss = train_step(model, loss_fn, optimizer, x, age,
+                                     probs if train.target_probs is not None else None, w)
             steps += 1
             with torch.no_grad():
                 n = len(age)
@@ -198,7 +202,8 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
         scheduler.step()
         train_loss = all_reduce_mean(tot_loss / max(seen, 1))
         train_mae = all_reduce_mean(tot_err / max(seen, 1))
-        val_loss, val_mae = evaluate_split(model, loss_fn, val_ds, batch_size, cfg.workers, dist_info.device)
+        val_loss, val_mae = evaluate_split(model, loss_fn, val_ds, max(batch_size, 256), cfg.workers,
+                                           dist_info.device)
         seconds = time.perf_counter() - t0
         steps_total += steps
         row = dict(epoch=epoch + 1, lr=lr_used, steps=steps, train_loss=train_loss, train_mae=train_mae, val_loss=val_loss, val_mae=val_mae,
@@ -229,10 +234,20 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
             "train_faces": len(train), "val_faces": len(val)}
 
 
+def train_step(model, loss_fn, optimizer, x, age, probs=None, weight=None):
+    """One SGD step on a batch: forward, loss, backward, update.  Returns (outputs, loss)."""
+    out = model(x)
+    loss = loss_fn(out, age, probs, weight)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return out, loss
+
+
 def same_recipe(saved: dict, current: dict) -> bool:
     """Whether a checkpoint may be resumed: everything equal but the epoch count."""
     strip = lambda c: {**c, "students": {k: v for k, v in c.get("students", {}).items()  # noqa: E731
-                                        if k not in ("epochs", "workers", "threads", "cache_crops")}}
+                                        if k not in ("epochs", "workers", "threads", "cache_crops", "channels_last")}}
     return _plain(strip(saved)) == _plain(strip(current))
 
 
@@ -280,6 +295,18 @@ def init_head(model: torch.nn.Module, faces: FaceSet) -> None:
         head.bias.copy_(torch.as_tensor(np.log(prior / prior.sum()), dtype=head.bias.dtype))
 
 
+def face_weights(cfg, train: FaceSet) -> torch.Tensor | None:
+    """Per-face loss weights of the recipe (``weighting``, ``balance``), mean 1; None = uniform."""
+    w = np.ones(len(train), np.float64)
+    if cfg.weighting == "agreement":
+        w *= agreement_weights(train.age_spread, tau=agreement_tau(train.age_spread))
+    if cfg.balance != "none":
+        w *= band_weights(train.target_age, power=1.0 if cfg.balance == "band" else 0.5)
+    if cfg.weighting == "none" and cfg.balance == "none":
+        return None
+    return torch.as_tensor(w / w.mean(), dtype=torch.float32)
+
+
 def agreement_tau(spread: np.ndarray) -> float:
     """Agreement-weight temperature: the median teacher spread of the training faces
     (so a face of typical disagreement weighs exp(-1) of a unanimous one)."""
@@ -292,7 +319,7 @@ def evaluate_split(model, loss_fn, ds: FaceDataset, batch_size: int, workers: in
     model.eval()
     idx = np.arange(len(ds))
     tot_loss = tot_err = 0.0
-    for x, age, probs, _ in _loader(ds, idx, batch_size, workers):
+    for x, age, probs, _ in iter_batches(ds, idx, batch_size, workers):
         x, age, probs = x.to(device), age.to(device), probs.to(device)
         out = model(x)
         tot_loss += float(loss_fn(out, age, probs if ds.faces.target_probs is not None else None)) * len(age)
@@ -301,11 +328,11 @@ def evaluate_split(model, loss_fn, ds: FaceDataset, batch_size: int, workers: in
     return tot_loss / n, tot_err / n
 
 
-def _bar(it, desc: str, enabled: bool):
+def _bar(it, desc: str, enabled: bool, total: int | None = None):
     if not enabled:
         return it
     from tqdm.auto import tqdm
-    return tqdm(it, desc=desc, leave=False, unit="batch")
+    return tqdm(it, desc=desc, leave=False, unit="batch", total=total)
 
 
 def write_metrics(out: Path, history: list[dict]) -> None:

@@ -72,15 +72,19 @@ def test_weighting_normalised_to_mean_one():
 
 def test_distribution_loss_zero_when_student_equals_teacher():
     torch.manual_seed(0)
-    probs = torch.softmax(torch.randn(3, 101) * 3, dim=1)
+    probs = torch.softmax(torch.randn(3, 101) * 3, dim=1).double()
+    expected = probs @ torch.arange(101.0, dtype=torch.float64)
     loss = DistributionLoss()
-    expected = probs @ torch.arange(101.0)
     student = probs.log().clone().requires_grad_(True)
-    assert torch.allclose(loss.ages(student), expected, atol=1e-3)
-    value = loss(student, expected, probs, None)
-    assert abs(value.item()) < 1e-4
+    assert torch.allclose(loss.ages(student), expected, atol=1e-6)
+    assert abs(loss(student, expected, probs, None).item()) < 1e-6
+    # The KL term has a true minimum here, so its gradient vanishes.  The L1 term
+    # has a kink at zero error, where the subgradient's sign depends on rounding
+    # (it differs between processors), so it is checked without the L1 term.
+    kl_only = DistributionLoss(l1_weight=0.0)
+    value = kl_only(student, expected, probs, None)
     value.backward()
-    assert student.grad.abs().max().item() < 1e-4  # at the minimum
+    assert student.grad.abs().max().item() < 1e-6
 
 
 def test_distribution_loss_hand_computed_and_grad():

@@ -1,0 +1,99 @@
+"""The fast input path (decode once, batch in channels-last), resume refusal on new data, band weights."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from agedistill_core.images import decode_image
+from agedistill_core.students.augment import AugmentConfig, augment_face, to_tensor
+from agedistill_core.students.data import FaceDataset, batch_tensor, iter_batches, load_split
+from agedistill_core.students.losses import band_weights
+
+
+def test_batches_equal_items_and_eval_is_the_plain_resize(tiny_settings):
+    settings = tiny_settings()
+    faces = load_split(settings, "train")
+    ds = FaceDataset(faces, 96, settings.faces.margin, AugmentConfig(enabled=True), seed=3)
+    ds.set_epoch(2)
+    idx = np.array([5, 0, 7, 3])
+    x, age, probs, spread = ds.batch(idx)
+    assert x.shape == (4, 3, 96, 96) and x.is_contiguous(memory_format=torch.channels_last)
+    items = [ds[i] for i in idx]
+    expect = to_tensor(np.stack([it[0] for it in items]))
+    torch.testing.assert_close(x, expect, rtol=0, atol=0)  # same values whatever the layout
+    np.testing.assert_array_equal(age.numpy(), faces.target_age[idx])
+    # evaluation (no augmentation) sees the crop resized bilinearly, as predict does
+    plain = FaceDataset(faces, 96, settings.faces.margin, AugmentConfig(enabled=False), images=ds.images)
+    crop = decode_image(faces.jpeg[5])
+    np.testing.assert_array_equal(plain[5][0], cv2.resize(crop, (96, 96), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(augment_face(crop, 96, 0.2, np.random.default_rng(0), AugmentConfig(enabled=False)),
+                                  plain[5][0])
+
+
+def test_augmentation_is_deterministic_per_epoch_and_differs_across_epochs(tiny_settings):
+    faces = load_split(tiny_settings(), "train")
+    ds = FaceDataset(faces, 64, 0.2, AugmentConfig(enabled=True), seed=0)
+    ds.set_epoch(0)
+    a = ds.image(4).copy()
+    ds.set_epoch(1)
+    b = ds.image(4).copy()
+    ds.set_epoch(0)
+    assert np.array_equal(a, ds.image(4)) and not np.array_equal(a, b)
+
+
+def test_prefetched_batches_equal_direct_ones(tiny_settings):
+    faces = load_split(tiny_settings(), "train")
+    ds = FaceDataset(faces, 64, 0.2, AugmentConfig(enabled=True), seed=1)
+    idx = np.random.default_rng(0).permutation(len(ds))
+    got = list(iter_batches(ds, idx, 7))
+    assert sum(len(b[1]) for b in got) == len(idx)
+    for k, b in enumerate(got):
+        torch.testing.assert_close(b[0], ds.batch(idx[k * 7:(k + 1) * 7])[0], rtol=0, atol=0)
+    workers = list(iter_batches(ds, idx, 7, workers=1))
+    torch.testing.assert_close(workers[-1][0], got[-1][0], rtol=0, atol=0)
+
+
+def test_channels_last_and_contiguous_tensors_hold_the_same_values():
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)
+    a, b = batch_tensor(imgs, True), batch_tensor(imgs, False)
+    assert b.is_contiguous() and a.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_resume_is_refused_when_the_training_data_changed(tiny_settings):
+    from agedistill_core.students.train import train_student
+
+    settings = tiny_settings("grow", epochs=1)
+    logs = []
+    first = train_student(settings, "mn3_small", log=logs.append, progress=False)
+    assert first["epochs"] == 1
+    # the same recipe, more epochs, same data: resumes after epoch 1
+    more = tiny_settings("grow", epochs=2)
+    logs.clear()
+    second = train_student(more, "mn3_small", log=logs.append, progress=False)
+    assert any("resuming after epoch 1" in m for m in logs) and second["epochs"] == 2
+    # the label table changes (one training face leaves): the finished run is not resumed
+    from agedistill_core.shards import read_table, write_table
+    import pyarrow.compute as pc
+
+    vmage = read_table(more.vmage_path)
+    train_ids = vmage.filter(pc.equal(vmage["split"], "train"))["image_id"].to_pylist()
+    write_table(vmage.filter(pc.invert(pc.equal(vmage["image_id"], train_ids[0]))), more.vmage_path)
+    logs.clear()
+    third = train_student(more, "mn3_small", log=logs.append, progress=False)
+    assert any("other training data" in m and "starting afresh" in m for m in logs)
+    assert third["epochs"] == 2 and third["train_faces"] == second["train_faces"] - 1
+
+
+def test_band_weights_equalise_the_age_bands():
+    ages = np.array([5.0] * 2 + [30.0] * 16 + [70.0] * 2)
+    w = band_weights(ages)
+    assert w.mean() == pytest.approx(1.0)
+    # each band's total weight is the same
+    totals = [w[ages == a].sum() for a in (5.0, 30.0, 70.0)]
+    np.testing.assert_allclose(totals, totals[0], rtol=1e-9)
+    sq = band_weights(ages, power=0.5)
+    assert 1 < sq[0] / sq[5] < w[0] / w[5]
+    assert np.all(band_weights(np.array([np.nan, 30.0])) > 0)
