@@ -12,7 +12,8 @@ Public API::
 
 Parameters live in ``params.py`` (plain data, checked against SPEC by a test);
 each corruption module registers its function in ``CORRUPTIONS``.  Outputs are
-clipped to [0, 1] and rounded to the nearest uint8 (ImageNet-C truncates).
+clipped to [0, 1] and rounded to the nearest uint8 (ImageNet-C truncates),
+except defocus blur, truncated as the authors' code did (SPEC section 6).
 """
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
 """Blurs: Gaussian, defocus, zoom and motion (SPEC section 6).
 
 Each has a ``*_raw`` function taking the raw parameter values (used by the
-reference-comparison tests) and a registered severity wrapper.  All work on
-float32 images on [0, 1] (HxWx3) and return float32.
+reference-comparison tests) and a registered severity wrapper.  The raw
+functions work on float images on [0, 1] (HxWx3; float32 except defocus blur,
+which the authors ran in float64 and truncated to uint8, as we do).
+
+Only defocus and motion blur scale with the image (by H/48); motion blur's
+scaled ImageMagick arguments are then floor-divided by 3, as in the authors'
+code (SPEC section 6).
 """
 from __future__ import annotations
 
@@ -39,37 +44,52 @@ def _gaussian_blur(image, p, rng):
 # ----------------------------------------------------------------- defocus blur
 @lru_cache(maxsize=256)
 def disc_kernel(radius: float, alias_sigma: float) -> np.ndarray:
-    """Normalised disc of ``radius`` on an integer grid of at least 17x17,
-    smoothed by a Gaussian of ``alias_sigma`` with a 3x3 window (5x5 when
-    radius > 8), as ImageNet-C's ``disk``.
+    """The authors' (ImageNet-C's ``disk``) defocus kernel, float32.
 
-    For a non-integer radius > 8 the grid is ``-floor(r)..floor(r)`` (ImageNet-C
-    would build ``arange(-r, r + 1)``, a half-integer grid; SPEC asks for an
-    integer grid).  Identical to ImageNet-C for integer radii.
+    Grid: the integers -8..8 (17x17) when ``radius <= 8``, else
+    ``np.arange(-radius, radius + 1)`` -- for a non-integer radius that grid is
+    NOT centred on integers (r = 8.33 gives -8.33, -7.33, ..., 8.67, 18 points)
+    and we keep it, since it is what LFW+C used (SPEC section 6).  Pixels with
+    ``x^2 + y^2 <= r^2`` (float64 test) are 1, the disc is normalised, then
+    smoothed by ``cv2.GaussianBlur(kernel, ksize, alias_sigma)`` with
+    ksize 3x3 (5x5 when ``radius > 8``).  An even-sized kernel is applied with
+    OpenCV's default anchor (``ksize // 2``), as ``cv2.filter2D`` did for them.
     """
-    half = max(8, int(math.floor(radius)))
-    ax = np.arange(-half, half + 1, dtype=np.float32)
+    radius = float(radius)
+    if radius <= 8:
+        ax = np.arange(-8, 8 + 1, dtype=np.float64)
+        ksize = (3, 3)
+    else:
+        ax = np.arange(-radius, radius + 1)
+        ksize = (5, 5)
     xx, yy = np.meshgrid(ax, ax)
-    k = (xx ** 2 + yy ** 2 <= np.float32(radius) ** 2).astype(np.float32)
+    k = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float32)
     k /= k.sum()
-    if alias_sigma > 0:
-        ks = (5, 5) if radius > 8 else (3, 3)
-        k = cv2.GaussianBlur(k, ks, sigmaX=alias_sigma)
+    k = cv2.GaussianBlur(k, ksize, sigmaX=float(alias_sigma))
     k.setflags(write=False)
     return k
 
 
 def defocus_blur_raw(x: np.ndarray, radius: float, alias_sigma: float) -> np.ndarray:
     """Every channel filtered with ``disc_kernel(radius, alias_sigma)`` (OpenCV
-    ``filter2D``, reflect-101 border, as ImageNet-C)."""
+    ``filter2D``, reflect-101 border, as ImageNet-C); float in, same float out."""
     return cv2.filter2D(x, -1, disc_kernel(float(radius), float(alias_sigma)))
+
+
+def defocus_blur_params(height: int, r0: float, s0: float) -> tuple[float, float]:
+    """(r, sigma) = (r0, s0) * (height / 48)."""
+    scale = height / REFERENCE_HEIGHT
+    return r0 * scale, s0 * scale
 
 
 @register_corruption("defocus_blur")
 def _defocus_blur(image, p, rng):
-    scale = image.shape[0] / REFERENCE_HEIGHT
-    r0, s0 = p
-    return defocus_blur_raw(to_float(image), r0 * scale, s0 * scale)
+    # as the authors: float64 image / 255., filter2D, clip, * 255, truncated to uint8
+    r, s = defocus_blur_params(image.shape[0], *p)
+    y = defocus_blur_raw(image / 255.0, r, s)
+    np.clip(y, 0.0, 1.0, out=y)
+    y *= 255.0
+    return y.astype(np.uint8)
 
 
 # -------------------------------------------------------------------- zoom blur
@@ -181,9 +201,18 @@ def motion_blur_raw(x: np.ndarray, radius: int, sigma: float, angle: float) -> n
     return cv2.filter2D(x, -1, kern, anchor=anchor, borderType=cv2.BORDER_REPLICATE)
 
 
+#: The authors divide the scaled ImageMagick (r0, s0) by this (``c[0] // 3``).
+MOTION_BLUR_DIVISOR = 3
+
+
 def motion_blur_params(height: int, r0: int, s0: int) -> tuple[int, int]:
-    """(radius, sigma) = (floor(r0 H/48), floor(s0 H/48)), in exact integers."""
-    return (int(r0) * height) // REFERENCE_HEIGHT, (int(s0) * height) // REFERENCE_HEIGHT
+    """(radius, sigma) = (floor(r0 H/48 / 3), floor(s0 H/48 / 3)), in exact
+    integers: the authors scale (r0, s0) by H/48 and floor-divide by 3
+    (``c[0] // 3``).  Equal to their float ``(r0 * H / 48) // 3`` for every H:
+    where ``r0 H / 144`` is an integer, H / 48 is a dyadic fraction, so their
+    product is exact."""
+    d = REFERENCE_HEIGHT * MOTION_BLUR_DIVISOR
+    return (int(r0) * height) // d, (int(s0) * height) // d
 
 
 @register_corruption("motion_blur", random=True)

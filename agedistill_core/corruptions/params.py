@@ -7,8 +7,9 @@ any image-size scaling: only ``defocus_blur`` and ``motion_blur`` are scaled,
 by ``height / 48`` (see their implementations).
 
 ``motion_blur`` is stored as the authors' ImageMagick arguments ``(r0, s0)``;
-the SPEC table shows them divided by 3 (3.3; 1 ... 6.7; 5) -- ``MOTION_BLUR_TABLE``
-keeps that printed form for the SPEC comparison test.
+their code scales them by H/48 and floor-divides by 3, so the SPEC table shows
+them divided by 3 (3.3; 1 ... 6.7; 5) -- ``MOTION_BLUR_TABLE`` keeps that
+printed form for the SPEC comparison test.
 
 Adding a corruption: add its table here, then register a function (see
 ``base.register_corruption``); callers need no change.
@@ -22,7 +23,7 @@ PARAMS: dict[str, tuple] = {
     "defocus_blur": ((1.5, 0.1), (2, 0.2), (2, 0.3), (2.5, 0.4), (3, 0.4)),
     # (zmax, step): factors np.arange(1, zmax, step)
     "zoom_blur": ((1.11, 0.01), (1.18, 0.01), (1.26, 0.02), (1.32, 0.02), (1.4, 0.03)),
-    # ImageMagick (radius r0, sigma s0) for a 48 px high image; floor(v * H/48)
+    # ImageMagick (radius r0, sigma s0) for a 48 px high image; floor(v * H/48 / 3)
     "motion_blur": ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15)),
     # sigma of N(0, sigma^2) on [0, 1]
     "gaussian_noise": (0.08, 0.12, 0.18, 0.24, 0.30),

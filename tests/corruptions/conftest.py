@@ -32,9 +32,12 @@ def ic():
 
 @pytest.fixture
 def synthetic() -> np.ndarray:
-    """A 40x52 image with structure (gradients + a bright square) and noise."""
+    """A 48x52 image with structure (gradients + a bright square) and noise.
+
+    48 px high: below that, motion blur's severity-1 sigma floor(3 H / 144) is 0,
+    i.e. ImageMagick's identity (see test_tiny_motion_blur_is_identity)."""
     rng = np.random.default_rng(123)
-    yy, xx = np.mgrid[0:40, 0:52]
+    yy, xx = np.mgrid[0:48, 0:52]
     img = np.stack([xx * 4, yy * 5, (xx + yy) * 2], axis=2).astype(np.float64)
     img[10:25, 15:35] = 230
     img += rng.normal(0, 10, img.shape)

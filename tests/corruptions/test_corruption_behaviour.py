@@ -64,10 +64,17 @@ def test_non_contiguous_input(synthetic):
 
 
 def test_tiny_motion_blur_is_identity():
-    # H = 10: sigma = floor(3 * 10 / 48) = 0 -> ImageMagick's epsilon sigma -> identity
+    # radius = floor(r0 H / 144), sigma = floor(s0 H / 144) (SPEC: scaled by H/48, // 3)
+    # H = 10: sigma = floor(3 * 10 / 144) = 0 -> ImageMagick's epsilon sigma -> identity
     img = np.random.default_rng(0).integers(0, 256, (10, 12, 3), dtype=np.uint8)
     np.testing.assert_array_equal(corrupt(img, "motion_blur", 1, seed=0), img)
-    # H = 20, severity 5: radius 8, sigma 6 -> a real blur
+    # H = 47, severity 1: radius 3, sigma floor(141 / 144) = 0 -> still the identity
+    img = np.random.default_rng(0).integers(0, 256, (47, 30, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(corrupt(img, "motion_blur", 1, seed=0), img)
+    # H = 48, severity 1: radius 3, sigma 1 -> a real blur
+    img = np.random.default_rng(0).integers(0, 256, (48, 30, 3), dtype=np.uint8)
+    assert not np.array_equal(corrupt(img, "motion_blur", 1, seed=0), img)
+    # H = 20, severity 5: radius floor(400 / 144) = 2, sigma floor(300 / 144) = 2
     img = np.random.default_rng(0).integers(0, 256, (20, 17, 3), dtype=np.uint8)
     assert not np.array_equal(corrupt(img, "motion_blur", 5, seed=0), img)
 

@@ -49,10 +49,25 @@ def test_motion_blur_params_are_the_authors_r0_s0():
     assert MOTION_BLUR_TABLE == SPEC_TABLE["motion_blur"]
     for (r0, s0), (r, s) in zip(SPEC_MOTION_R0_S0, SPEC_TABLE["motion_blur"]):
         assert round(r0 / 3, 1) == r and round(s0 / 3, 1) == s
-    # floor(v * H / 48): 10 * 200 / 48 = 41.67, 3 * 200 / 48 = 12.5
-    assert motion_blur_params(200, 10, 3) == (41, 12)
-    assert motion_blur_params(48, 20, 15) == (20, 15)
-    assert motion_blur_params(15, 10, 3) == (3, 0)
+    # floor(v * H / 48 / 3): 10 * 200 / 48 / 3 = 13.9, 3 * 200 / 48 / 3 = 4.17
+    assert motion_blur_params(200, 10, 3) == (13, 4)
+    assert motion_blur_params(48, 20, 15) == (6, 5)
+    assert motion_blur_params(15, 10, 3) == (1, 0)
+    assert motion_blur_params(144, 10, 3) == (10, 3)  # exact multiples of 3 stay exact
+    # the authors' float form, (r0 * H / 48) // 3, for every height up to 2000
+    for h in range(1, 2001):
+        for r0, s0 in SPEC_MOTION_R0_S0:
+            scale = h / 48
+            assert motion_blur_params(h, r0, s0) == (int(r0 * scale // 3), int(s0 * scale // 3))
+
+
+def test_defocus_params_scale_with_height():
+    from agedistill_core.corruptions.blur import defocus_blur_params
+    assert defocus_blur_params(48, 2.5, 0.4) == (2.5, 0.4)
+    r, s = defocus_blur_params(200, 2, 0.2)
+    assert r == pytest.approx(8.3333333) and s == pytest.approx(0.8333333)
+    r, s = defocus_blur_params(448, 3, 0.4)
+    assert r == pytest.approx(28) and s == pytest.approx(3.7333333)
 
 
 def test_spatter_extra_and_registry_table():
