@@ -34,16 +34,25 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("evaluate", help="write the benchmark tables (and robustness, where lfwc exists)")
     sub.add_parser("all", help="run every stage in order")
     ep = sub.add_parser("export", help="export a student checkpoint to ONNX (prints the parity check)")
-    ep.add_argument("--arch", required=True, help="the student architecture the checkpoint holds")
+    ep.add_argument("--arch", help="the student architecture the checkpoint holds (checked; default: the checkpoint's)")
     ep.add_argument("--checkpoint", required=True, help="a student checkpoint (best.pt)")
     ep.add_argument("--out", required=True, help="the .onnx file to write")
-    pp = sub.add_parser("predict", help="print the age of every face in photos or folders")
+    pp = sub.add_parser("predict", help="one row per face (CSV or JSON on stdout): box, score, age, status",
+                        description="Frame every face as the crops stage frames it for the profile's `faces` "
+                                    "settings (or the checkpoint's, when it records them), then age it as the "
+                                    "label stage (teacher) or the students' evaluation (student) does.")
     pp.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER")
-    who = pp.add_mutually_exclusive_group(required=True)
-    who.add_argument("--checkpoint", help="a student checkpoint (best.pt)")
+    who = pp.add_mutually_exclusive_group()
+    who.add_argument("--checkpoint", help="a student checkpoint (default: the shipped "
+                                          "models/mn3_small_distilled/best.pt)")
     who.add_argument("--teacher", action="store_true", help="use the profile's teacher instead of a student")
-    pp.add_argument("--annotate", metavar="OUT_DIR", help="also write each photo with boxes and ages here")
-    pp.add_argument("--detector", help="face detector (default: ssd if available, else haar; none = photos are crops)")
+    pp.add_argument("--format", choices=("csv", "json"), default="csv",
+                    help="stdout format: csv (header + one row a face) or a JSON array (default csv)")
+    pp.add_argument("--annotate", metavar="OUT_DIR", help="also write each photo with boxes and ages here "
+                                                          "(<file name>_age.jpg, e.g. face.bmp_age.jpg)")
+    pp.add_argument("--detector", help="override faces.detector of the profile (none = photos are crops)")
+    pp.add_argument("--nms-iou", type=float, default=0.3,
+                    help="drop a detection overlapping a more confident face by more than this IoU (default 0.3)")
     return p
 
 
@@ -83,15 +92,33 @@ def main(argv: list[str] | None = None) -> int:
             from agedistill_core.students.export import export_checkpoint
             print(export_checkpoint(args.checkpoint, args.out, arch=args.arch))
         elif args.command == "predict":
-            from agedistill_core.evaluate.predict import load_student, load_teacher, predict_photos
-            estimator = load_teacher(settings) if args.teacher else load_student(args.checkpoint)
-            predict_photos(args.inputs, estimator, detector=args.detector, margin=settings.faces.margin,
-                           crop_size=settings.faces.crop_size, min_score=settings.faces.min_score,
-                           annotate_dir=args.annotate)
+            _predict(args, settings)
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _predict(args, settings) -> None:
+    """``agedistill predict``: rows on stdout, every message on stderr."""
+    from agedistill_core.evaluate.predict import (RowWriter, describe_framing, framing_for, load_student,
+                                                  load_teacher, predict_photos, resolve_checkpoint)
+
+    if args.teacher:
+        estimator, config = load_teacher(settings), None
+    else:
+        estimator = load_student(resolve_checkpoint(args.checkpoint))
+        config = estimator.config
+    faces, source = framing_for(settings.faces, config, args.detector)
+    origin = f"profile {settings.profile}" if source == "profile" else "the checkpoint's config"
+    print(f"predict: {estimator.name}; framing from {origin}"
+          f"{' (detector from --detector)' if args.detector else ''}: {describe_framing(faces)}", file=sys.stderr)
+    if faces.detector == "none":
+        print("predict: detector none: each image is taken as a face crop; for photos pass --detector ssd",
+              file=sys.stderr)
+    writer = RowWriter(sys.stdout, args.format)
+    predict_photos(args.inputs, estimator, faces, annotate_dir=args.annotate, writer=writer, nms_iou=args.nms_iou)
+    writer.close()
 
 
 if __name__ == "__main__":

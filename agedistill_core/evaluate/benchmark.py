@@ -21,6 +21,36 @@ from agedistill_core.students.data import load_split
 
 COLUMNS = ["model", "kind", "run", "test_faces", "mae_to_teacher", "mae_to_ground_truth",
            "group_top1", "group_1off", "params_m"]
+# MAE to ground truth per age band (SPEC section 5's corpus groups): where age tools fail most
+BANDS = ((0, 15), (16, 25), (26, 35), (36, 45), (46, 60), (61, 120))
+BAND_COLUMNS = [f"mae_{lo}_{hi}" if hi < 120 else f"mae_{lo}_plus" for lo, hi in BANDS]
+BREAKDOWN_COLUMNS = ["run", "source", "test_faces", "mae_to_ground_truth", "mae_to_teacher", *BAND_COLUMNS]
+
+
+def band_maes(pred, truth) -> dict[str, float]:
+    """MAE to ground truth within each age band of the true age (nan where a band is empty)."""
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    out = {}
+    for col, (lo, hi) in zip(BAND_COLUMNS, BANDS):
+        sel = (truth >= lo) & (truth < hi + 1)
+        out[col] = mae(pred[sel], truth[sel]) if sel.any() else float("nan")
+    return out
+
+
+def breakdown(run: str, ages: np.ndarray, test) -> list[dict]:
+    """One row per source of the test split (and ``all`` when there are several): MAEs and bands."""
+    sources = np.asarray(test.source if test.source else ["all"] * len(test))
+    names = sorted(set(sources.tolist()))
+    groups = [(name, sources == name) for name in names]
+    if len(names) > 1:
+        groups.append(("all", np.ones(len(test), bool)))
+    rows = []
+    for name, sel in groups:
+        rows.append(dict(run=run, source=name, test_faces=int(sel.sum()),
+                         mae_to_ground_truth=mae(ages[sel], test.gt_age[sel]),
+                         mae_to_teacher=mae(ages[sel], test.teacher_age[sel]),
+                         **band_maes(ages[sel], test.gt_age[sel])))
+    return rows
 
 
 def _group_scores(ages: np.ndarray, groups: list[str | None]) -> tuple[float, float]:
@@ -31,8 +61,12 @@ def _group_scores(ages: np.ndarray, groups: list[str | None]) -> tuple[float, fl
     return group_accuracy(age_to_group(ages[known]), truth)
 
 
-def score_checkpoints(settings: Settings, checkpoints: list[str | Path], log=print) -> list[dict]:
-    """The teacher and each student checkpoint on the profile's test split: one row each."""
+def score_checkpoints(settings: Settings, checkpoints: list[str | Path], log=print,
+                      details: list[dict] | None = None) -> list[dict]:
+    """The teacher and each student checkpoint on the profile's test split: one row each.
+
+    ``details``, when given, receives the per-source, per-age-band rows (``breakdown``).
+    """
     test = load_split(settings, "test", "teacher")
     vmage = read_table(settings.vmage_path, ["image_id", "split", "gt_group"]).to_pydict()
     group_of = {i: g for i, s, g in zip(vmage["image_id"], vmage["split"], vmage["gt_group"]) if s == "test"}
@@ -42,6 +76,8 @@ def score_checkpoints(settings: Settings, checkpoints: list[str | Path], log=pri
                  checkpoint="-", test_faces=len(test), mae_to_teacher=0.0,
                  mae_to_ground_truth=mae(test.teacher_age, test.gt_age), group_top1=t1, group_1off=t1off,
                  params_m=None)]
+    if details is not None:
+        details.extend(breakdown("teacher", test.teacher_age, test))
     for ckpt in checkpoints:
         student = load_student(ckpt)
         ages = student.predict_jpegs(test.jpeg, settings.evaluate.batch_size)
@@ -51,17 +87,21 @@ def score_checkpoints(settings: Settings, checkpoints: list[str | Path], log=pri
                          test_faces=len(test), mae_to_teacher=mae(ages, test.teacher_age),
                          mae_to_ground_truth=mae(ages, test.gt_age), group_top1=g1, group_1off=g1off,
                          params_m=round(n_params, 2)))
+        if details is not None:
+            details.extend(breakdown(rows[-1]["run"], ages, test))
         log(f"{rows[-1]['run']}: MAE to teacher {rows[-1]['mae_to_teacher']:.2f}")
     return rows
 
 
 def run_benchmark(settings: Settings, log=print) -> pa.Table:
     """Score the teacher and every trained student of the profile; write the tables."""
-    rows = score_checkpoints(settings, sorted(Path(settings.students_dir).glob("*/best.pt")), log)
+    details: list[dict] = []
+    rows = score_checkpoints(settings, sorted(Path(settings.students_dir).glob("*/best.pt")), log, details)
     table = pa.Table.from_pylist(rows).select(COLUMNS)
     out = settings.benchmarks_dir
     write_table(table, out / "benchmark.parquet")
-    atomic_write_text(out / "benchmark.md", to_markdown(rows, settings))
+    write_table(pa.Table.from_pylist(details).select(BREAKDOWN_COLUMNS), out / "benchmark_by_source.parquet")
+    atomic_write_text(out / "benchmark.md", to_markdown(rows, settings) + "\n" + breakdown_markdown(details))
     metrics = {r["run"]: {k: (None if isinstance(r[k], float) and not np.isfinite(r[k]) else r[k])
                           for k in COLUMNS[3:]} for r in rows}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
@@ -78,6 +118,11 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_fmt(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def breakdown_markdown(details: list[dict]) -> str:
+    return ("Per source of the test split, and MAE to ground truth per true-age band "
+            "(years; '-' where a band is empty):\n\n" + markdown_table(details, BREAKDOWN_COLUMNS))
 
 
 def to_markdown(rows: list[dict], settings: Settings) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from agedistill_core.errors import AgedistillError
-from agedistill_core.evaluate.benchmark import markdown_table, score_checkpoints
+from agedistill_core.evaluate.benchmark import BREAKDOWN_COLUMNS, markdown_table, score_checkpoints
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
 
@@ -27,9 +27,16 @@ COLUMNS = ["profile", "model", "checkpoint", "test_faces", "mae_to_ground_truth"
            "group_top1", "group_1off"]
 
 
-def score(profile: str, checkpoints: list[str], params: str | None = None) -> list[dict]:
+def score(profile: str, checkpoints: list[str], params: str | None = None,
+          details: list[dict] | None = None) -> list[dict]:
+    """Rows for one profile; ``details`` receives its per-source, per-age-band rows."""
     settings = load_settings(profile, params)
-    return [{"profile": profile, **row} for row in score_checkpoints(settings, checkpoints, log=lambda _: None)]
+    mine: list[dict] = []
+    rows = [{"profile": profile, **row} for row in score_checkpoints(settings, checkpoints, log=lambda _: None,
+                                                                      details=mine)]
+    if details is not None:
+        details.extend({"profile": profile, **d} for d in mine)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,14 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json")
     a = p.parse_args(argv)
     try:
-        rows = [r for prof in a.profile for r in score(prof, a.checkpoints, a.params)]
+        details: list[dict] = []
+        rows = [r for prof in a.profile for r in score(prof, a.checkpoints, a.params, details)]
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if a.json:
         clean = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
-        atomic_write_text(Path(a.json), json.dumps(clean, indent=2))
+        clean_d = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+                   for r in details]
+        atomic_write_text(Path(a.json), json.dumps({"rows": clean, "by_source": clean_d}, indent=2))
     print(markdown_table(rows, COLUMNS))
+    with_gt = [d for d in details if np.isfinite(d["mae_to_ground_truth"])]
+    if with_gt:
+        print(markdown_table(with_gt, ["profile", *BREAKDOWN_COLUMNS]))
     return 0
 
 
