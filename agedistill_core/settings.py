@@ -105,6 +105,9 @@ class StudentSettings:
     sources: tuple[str, ...] = ()  # train/validate only on faces of these source ids; () = all
     balance: str = "none"          # none | band | band_sqrt: re-weight faces against age-band imbalance
     channels_last: bool = True     # NHWC memory format (faster convolutions on CPU)
+    seed: int | None = None        # training seed (init, order, augmentation); None = the profile's seed
+    patience: int | None = None    # stop once the rate has decayed twice and val loss has not improved
+                                   #   for this many epochs (convergence); None = always all epochs (SPEC)
 
 
 @dataclass(frozen=True)
@@ -433,6 +436,8 @@ def _validate_students(s: Settings) -> None:
     _number(st.threads, f"{p}.threads", low=0, whole=True)
     _number(st.workers, f"{p}.workers", low=0, whole=True)
     _number(st.lr_step_epochs, f"{p}.lr_step_epochs", low=1, whole=True)
+    _number(st.seed, f"{p}.seed", low=0, whole=True, allow_none=True)
+    _number(st.patience, f"{p}.patience", low=1, whole=True, allow_none=True)
     _number(st.lr_gamma, f"{p}.lr_gamma", low=0, low_open=True)
     _number(st.momentum, f"{p}.momentum", low=0)
     _number(st.weight_decay, f"{p}.weight_decay", low=0)

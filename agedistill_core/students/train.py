@@ -61,6 +61,8 @@ def run_name(settings: Settings, arch: str) -> str:
         parts.append(f"n{s.max_train_faces}")
     if s.init_checkpoint:
         parts.append("ft")
+    if s.seed is not None:
+        parts.append(f"s{s.seed}")
     if s.tag:
         parts.append(str(s.tag))
     return "-".join(parts)
@@ -122,10 +124,11 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:  # on a busy machine 1 thread can beat oversubscribed spinning ones
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(settings.seed)
+    seed = cfg.seed if cfg.seed is not None else settings.seed
+    torch.manual_seed(seed)
 
     train = _subsample(load_split(settings, "train", cfg.label_source, cfg.sources), cfg.max_train_faces,
-                       settings.seed)
+                       settings.seed)  # the profile's seed: the same faces whatever the training seed
     val = load_split(settings, "val", cfg.label_source, cfg.sources)
     loss_fn = make_loss(cfg.loss)
     model = create_student(arch, loss_fn.n_outputs, cfg.pretrained_dir)
@@ -144,7 +147,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     lr = optimizer.param_groups[0]["lr"]
     aug = AugmentConfig(enabled=cfg.augment)
     threads = torch.get_num_threads()
-    train_ds = FaceDataset(train, spec.input_size, settings.faces.margin, aug, settings.seed,
+    train_ds = FaceDataset(train, spec.input_size, settings.faces.margin, aug, seed,
                            threads=threads, channels_last=cfg.channels_last)
     val_ds = FaceDataset(val, spec.input_size, settings.faces.margin, AugmentConfig(enabled=False),
                          threads=threads, channels_last=cfg.channels_last)
@@ -152,7 +155,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
 
     config = {"arch": arch, "timm": spec.timm_name, "input_size": spec.input_size, "lr": lr,
               "batch_size": batch_size, "n_outputs": loss_fn.n_outputs, "students": asdict(cfg),
-              "profile": settings.profile, "seed": settings.seed,
+              "profile": settings.profile, "seed": seed,
               "data": {"train": train.fingerprint(), "val": val.fingerprint(),
                        "train_faces": len(train), "val_faces": len(val)},
               "faces": asdict(settings.faces)}
@@ -179,7 +182,12 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
         t0 = time.perf_counter()
         lr_used = optimizer.param_groups[0]["lr"]
         train_ds.set_epoch(epoch)
-        idx = shard_indices(len(train_ds), dist_info.rank, dist_info.world_size, epoch, settings.seed)
+        if converged(history, cfg):
+            if dist_info.is_main:
+                log(f"{arch}: converged after epoch {epoch} (val loss flat for {cfg.patience} epochs "
+                    f"after two rate decays); stopping")
+            break
+        idx = shard_indices(len(train_ds), dist_info.rank, dist_info.world_size, epoch, seed)
         model.train()
         tot_loss = tot_err = seen = 0.0
         steps = 0
@@ -234,6 +242,16 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
             "train_faces": len(train), "val_faces": len(val)}
 
 
+def converged(history: list[dict], cfg) -> bool:
+    """Whether training has converged: ``patience`` set, the rate decayed at least twice, and
+    the best validation loss is at least ``patience`` epochs old (improvements under 0.1% ignored)."""
+    if cfg.patience is None or len(history) < max(2 * cfg.lr_step_epochs, cfg.patience) + 1:
+        return False
+    losses = [r["val_loss"] for r in history]
+    best_before = min(losses[:-cfg.patience])
+    return min(losses[-cfg.patience:]) > best_before * (1 - 1e-3)
+
+
 def train_step(model, loss_fn, optimizer, x, age, probs=None, weight=None):
     """One SGD step on a batch: forward, loss, backward, update.  Returns (outputs, loss)."""
     out = model(x)
@@ -247,7 +265,8 @@ def train_step(model, loss_fn, optimizer, x, age, probs=None, weight=None):
 def same_recipe(saved: dict, current: dict) -> bool:
     """Whether a checkpoint may be resumed: everything equal but the epoch count."""
     strip = lambda c: {**c, "students": {k: v for k, v in c.get("students", {}).items()  # noqa: E731
-                                        if k not in ("epochs", "workers", "threads", "cache_crops", "channels_last")}}
+                                        if k not in ("epochs", "workers", "threads", "cache_crops", "channels_last",
+                                                     "patience")}}
     return _plain(strip(saved)) == _plain(strip(current))
 
 

@@ -97,3 +97,19 @@ def test_band_weights_equalise_the_age_bands():
     sq = band_weights(ages, power=0.5)
     assert 1 < sq[0] / sq[5] < w[0] / w[5]
     assert np.all(band_weights(np.array([np.nan, 30.0])) > 0)
+
+
+def test_convergence_rule_waits_for_two_rate_decays_and_a_flat_val_loss():
+    from types import SimpleNamespace
+
+    from agedistill_core.students.train import converged
+
+    cfg = SimpleNamespace(patience=3, lr_step_epochs=5)
+    falling = [{"val_loss": 100.0 - e} for e in range(12)]
+    assert not converged(falling, cfg)
+    flat = [{"val_loss": 100.0 - e} for e in range(8)] + [{"val_loss": 92.99}] * 4
+    assert converged(flat, cfg)
+    assert not converged(flat[:9], cfg)  # before 2 x lr_step_epochs + 1 epochs: never
+    assert not converged(flat, SimpleNamespace(patience=None, lr_step_epochs=5))
+    improving = flat[:-1] + [{"val_loss": 90.0}]
+    assert not converged(improving, cfg)
