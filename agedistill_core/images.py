@@ -23,9 +23,42 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
 
 
 def _truncated_jpeg(data: bytes) -> bool:
-    # OpenCV decodes a truncated JPEG into a grey-padded image with only a
-    # warning; such a face would silently poison the labels, so we refuse it.
-    return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]
+    """True for a JPEG with no end-of-image marker after its first scan.
+
+    OpenCV decodes a truncated JPEG into a grey-padded image with only a
+    warning; such a face would silently poison the labels, so we refuse it.
+    Bytes after the end marker (camera or editor trailers, a second appended
+    image) are fine: the marker is looked for anywhere after the first
+    start-of-scan, not only at the very end of the file.  Inside the scan data
+    0xFF is always followed by 0x00 or a restart marker, so 0xFFD9 there is the
+    real end marker; an EXIF thumbnail's own end marker comes before the scan
+    and does not count.
+    """
+    if data[:2] != b"\xff\xd8":
+        return False
+    sos = _first_scan(data)
+    return data.find(b"\xff\xd9", sos if sos is not None else 2) < 0
+
+
+def _first_scan(data: bytes) -> int | None:
+    """Offset of the first start-of-scan marker (walking the segments), or None."""
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None  # not a marker where one must be: let the caller search the whole file
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:
+            return pos
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length field
+            pos += 2
+            continue
+        if marker == 0xD9:  # end of image before any scan
+            return pos
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return None
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from agedistill_core.crops import USABLE, StageResult
-from agedistill_core.errors import UnreadableImage
+from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.images import decode_image, resize
 from agedistill_core.settings import Settings
-from agedistill_core.shards import read_table, shard_path, table_metadata, write_table
+from agedistill_core.shards import quarantine, read_table, shard_path, table_metadata, write_table
 from agedistill_core.teacher import Teacher, TeacherOutput, build_teacher
 
 LABELS_SCHEMA = pa.schema([
@@ -109,27 +109,56 @@ def label_shard(settings: Settings, sid: str, *, force: bool = False,
     The shard file is written once, atomically, at the end: a killed run
     leaves either the complete shard or nothing (a hidden temp file at most),
     and the next run skips complete shards whose version matches and redoes the
-    rest, so there are no duplicates and no gaps.
+    rest, so there are no duplicates and no gaps.  A shard with no usable face
+    gets an empty labels shard (0 rows, same schema); an unreadable labels
+    shard is moved aside (``<name>.corrupt``) and rebuilt.
     """
     out = shard_path(settings.labels_dir, sid)
     crops_path = shard_path(settings.crops_dir, sid)
     # the labels' version chains the crops' own version: re-made crops mean re-made labels
-    crops_version = table_metadata(crops_path).get("version", "?") if crops_path.is_file() else "?"
-    version = f"{crops_version}-{settings.section_hash('teacher')}"
+    # (table_metadata moves an unreadable file aside and reads it as absent)
+    crops_meta = table_metadata(crops_path) if crops_path.is_file() else {}
+    if not crops_path.is_file():
+        raise DataError(f"{crops_path} is missing; run `agedistill crops --shard {sid}` "
+                        f"(or materialise face_crops {sid}) before labelling it")
+    version = f"{crops_meta.get('version', '?')}-{settings.section_hash('teacher')}"
     if out.is_file() and not force and table_metadata(out).get("version") == version:
-        return StageResult(out, read_table(out, ["image_id"]).num_rows, {}, skipped=True)
+        try:
+            done = read_table(out, ["image_id", "face"])
+        except DataError as exc:  # a readable footer over damaged pages: rebuild it
+            quarantine(out, str(exc))
+        else:
+            if _matches_crops(done, crops_path):
+                return StageResult(out, done.num_rows, {}, skipped=True)
+            # right version but not one row per usable crop (edited, or written by a buggy
+            # tool): not trusted, rebuilt below
     _remove_stale_temps(out)
     crops = read_table(crops_path, ["image_id", "face", "jpeg", "status"])
     crops = crops.filter(pc.is_in(crops["status"], pa.array(USABLE)))
-    teacher = get_teacher(settings)
     ids, faces = crops["image_id"].to_pylist(), crops["face"].to_pylist()
-    jpegs = crops["jpeg"].to_pylist()
-    outputs, kept = label_crops(teacher, jpegs, ids, batch_size=settings.teacher.batch_size,
-                                prefetch=settings.teacher.prefetch, progress=progress)
-    table = labels_table(outputs, kept, ids, faces, version, len(teacher.members), len(teacher.children))
+    if ids:
+        teacher = get_teacher(settings)
+        jpegs = crops["jpeg"].to_pylist()
+        outputs, kept = label_crops(teacher, jpegs, ids, batch_size=settings.teacher.batch_size,
+                                    prefetch=settings.teacher.prefetch, progress=progress)
+        n_members, n_children = len(teacher.members), len(teacher.children)
+    else:  # no usable face in this shard (all unreadable / no_face): an empty shard, same schema
+        outputs, kept = [], []
+        n_members, n_children = len(settings.teacher.members), len(settings.teacher.children)
+    table = labels_table(outputs, kept, ids, faces, version, n_members, n_children)
     write_table(table, out, {"version": version, "shard": sid})
     return StageResult(out, table.num_rows, {"labelled": table.num_rows,
                                              "gated": int(np.sum(table["gated"].to_numpy(zero_copy_only=False)))})
+
+
+def _matches_crops(labels: pa.Table, crops_path) -> bool:
+    """One labels row per usable crop of the shard, no duplicate (image_id, face)."""
+    status = read_table(crops_path, ["status"])["status"]
+    usable = int(pc.sum(pc.is_in(status, pa.array(USABLE))).as_py() or 0)
+    if labels.num_rows != usable:
+        return False
+    keys = pc.binary_join_element_wise(labels["image_id"], pc.cast(labels["face"], pa.string()), "#")
+    return len(pc.unique(keys)) == labels.num_rows
 
 
 def labels_table(outputs: list[TeacherOutput], kept: list[int], ids: list, faces: list, version: str,
@@ -143,11 +172,13 @@ def labels_table(outputs: list[TeacherOutput], kept: list[int], ids: list, faces
                "member_ages": np.zeros((0, n_members)), "age_spread": np.zeros(0), "entropy": np.zeros(0),
                "gated": np.zeros(0, bool), "children_ages": np.zeros((0, n_children))}
     n = len(kept)
+    if n != len(cat["age"]):
+        raise ValueError(f"labels_table: {n} kept faces but {len(cat['age'])} teacher outputs")
     member_probs = pa.ListArray.from_arrays(
         pa.array(np.arange(0, n * n_members + 1, n_members, dtype=np.int32)),
         _fixed_list(cat["member_probs"].reshape(-1, 101), 101))
     gated = np.asarray(cat["gated"], bool)
-    kid_ages = np.asarray(cat["children_ages"], np.float64).reshape(n, -1)
+    kid_ages = np.asarray(cat["children_ages"], np.float64).reshape(n, n_children)
     # children ages only on gated rows (empty lists elsewhere)
     lengths = np.where(gated, kid_ages.shape[1], 0)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)

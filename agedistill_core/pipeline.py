@@ -13,16 +13,18 @@ from typing import Callable
 
 import pyarrow.compute as pc
 
+from agedistill_core.corruptions import corruption_names
 from agedistill_core.crops import StageResult, crop_shard
 from agedistill_core.datasets import build_manifest
+from agedistill_core.errors import ConfigError, DataError
 from agedistill_core.evaluate.benchmark import run_benchmark
 from agedistill_core.evaluate.robustness import base_faces, build_lfwc_partition, run_robustness, selected
 from agedistill_core.labels import label_shard
 from agedistill_core.settings import Settings
-from agedistill_core.shards import atomic_write_text, read_shards, read_table
+from agedistill_core.shards import atomic_write_text, read_table
 from agedistill_core.students.train import train_student
 from agedistill_core.teacher.report import age_group_report
-from agedistill_core.vmage import build_vmage, check_vmage, summarize
+from agedistill_core.vmage import build_vmage, check_vmage, manifest_crops, per_source, summarize
 
 Log = Callable[[str], None]
 
@@ -32,13 +34,45 @@ def manifest_shards(settings: Settings) -> list[str]:
     return sorted(pc.unique(table["shard"]).to_pylist())
 
 
+def _listing(names: list[str], limit: int = 12) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:3])}, ..., {names[-1]} ({len(names)} in all)"
+
+
+def check_shards(settings: Settings, shards: list[str] | None) -> list[str]:
+    """The requested shards (default: all of the manifest's); an unknown one is a one-line error."""
+    known = manifest_shards(settings)
+    if not shards:
+        return known
+    unknown = [s for s in dict.fromkeys(shards) if s not in set(known)]
+    if unknown:
+        raise ConfigError(f"unknown shard {', '.join(repr(s) for s in unknown)} (--shard); the manifest "
+                          f"{settings.manifest_path} has {_listing(known)}")
+    return list(dict.fromkeys(shards))
+
+
 def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None, log: Log) -> list[StageResult]:
-    """Run a per-shard stage over the given shards (default: all of the manifest's)."""
-    results = []
-    for sid in shards or manifest_shards(settings):
-        r = stage(settings, sid)
+    """Run a per-shard stage over the given shards (default: all of the manifest's).
+
+    A shard that fails with a user error (``DataError``: e.g. its input shard is
+    missing or unreadable) does not stop the others; the errors are raised
+    together, as one line, once every other shard is done."""
+    results, failed = [], []
+    for sid in check_shards(settings, shards):
+        try:
+            r = stage(settings, sid)
+        except DataError as exc:
+            log(f"{what} {sid}: failed: {exc}")
+            failed.append((sid, exc))
+            continue
         log(f"{what} {sid}: {r.rows} rows {r.counts or ''}{' (up to date)' if r.skipped else ''}")
         results.append(r)
+    if failed:
+        if len(failed) == 1:
+            raise failed[0][1]
+        raise DataError(f"{what}: {len(failed)} shard(s) failed ({', '.join(s for s, _ in failed)}); "
+                        f"first: {failed[0][1]}")
     return results
 
 
@@ -50,24 +84,57 @@ def run_labels(settings: Settings, shards: list[str] | None = None, log: Log = p
     return _each_shard(label_shard, "labels", settings, shards, log)
 
 
-def run_vmage(settings: Settings, log: Log = print) -> dict:
+def run_vmage(settings: Settings, log: Log = print, *, strict: bool = True) -> dict:
+    """Build the label table, its summary and checks.  With ``strict`` (the CLI,
+    DVC, ``run_all``) a failing check raises a one-line ``DataError`` after the
+    table and summary are written (so they can be inspected)."""
     table = build_vmage(settings)
-    crops = read_shards(settings.crops_dir, ["image_id", "status"])
+    crops = manifest_crops(settings, ["image_id", "face", "status"])
     summary = summarize(table, crops)
-    summary["checks"] = {c.name: c.passed for c in check_vmage(table, crops)}
+    summary["sources"] = per_source(table, read_table(settings.manifest_path, ["image_id", "dataset"]), crops)
+    checks = check_vmage(table, crops)
+    summary["checks"] = {c.name: c.passed for c in checks}
     report = age_group_report(table, settings.workdir)
     summary["age_group_plot"] = str(report["path"])
     summary["age_group_table"] = report["markdown"]
     atomic_write_text(settings.workdir / "vmage_summary.json", json.dumps(summary, indent=2))
     log(f"label table: {summary['faces']} faces, groups {summary['age_groups']}")
+    failed = [c for c in checks if not c.passed]
+    if strict and failed:
+        names = {c.name for c in failed}
+        fix = ("run `agedistill label` (it redoes every shard whose labels do not match its crops), "
+               "then `agedistill vmage`" if names <= {"counts_match_crops", "unique_ids"} else
+               "the teacher gave invalid outputs: check teacher.members in the profile, then re-run "
+               "`agedistill label` and `agedistill vmage`")
+        raise DataError(f"label table {settings.vmage_path} fails {len(failed)} check(s): "
+                        + "; ".join(f"{c.name} ({c.detail})" for c in failed) + f"; {fix}")
     return summary
 
 
 def run_lfwc(settings: Settings, names: list[str] | None = None, severities: list[int] | None = None,
              log: Log = print) -> list[StageResult]:
-    """Build the corrupted set's partitions (all that the profile selects, or a subset)."""
-    base = functools.cache(lambda: base_faces(settings))  # read the base faces at most once
-    return [build_lfwc_partition(settings, n, s, log=log, faces=base) for n, s in selected(settings)
+    """Build the corrupted set's partitions (all that the profile selects, or a subset).
+
+    A corruption or severity the profile does not select is a one-line error,
+    and so is a base split without faces (checked before any partition is written)."""
+    pairs = selected(settings)
+    chosen_names = list(dict.fromkeys(n for n, _ in pairs))
+    chosen_sevs = sorted({s for _, s in pairs})
+    unknown = [n for n in dict.fromkeys(names or []) if n not in chosen_names]
+    if unknown:
+        every = corruption_names()
+        what = ("unknown corruption" if any(n not in every for n in unknown)
+                else "corruption not selected by the profile")
+        raise ConfigError(f"{what} {', '.join(repr(n) for n in unknown)} (--corruption); "
+                          f"choose from {', '.join(chosen_names)}"
+                          + ("" if len(chosen_names) == len(every) else
+                             f" (corruptions.names of profile {settings.profile!r} in {settings.params_path})"))
+    bad = [s for s in dict.fromkeys(severities or []) if s not in chosen_sevs]
+    if bad:
+        raise ConfigError(f"severity {', '.join(map(str, bad))} (--severity) is not one of the profile's "
+                          f"corruptions.severities: {', '.join(map(str, chosen_sevs))}")
+    base = functools.cache(lambda: base_faces(settings, require=True))  # read the base faces at most once
+    return [build_lfwc_partition(settings, n, s, log=log, faces=base) for n, s in pairs
             if (not names or n in names) and (not severities or s in severities)]
 
 

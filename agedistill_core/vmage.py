@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 
 from agedistill_core.crops import USABLE
 from agedistill_core.settings import Settings
-from agedistill_core.shards import join_columns, read_shards, read_table, write_table
+from agedistill_core.errors import DataError
+from agedistill_core.shards import join_columns, read_shards, read_table, shard_path, table_metadata, write_table
 
 # SPEC section 5: the groups used to describe a corpus
 SPEC_GROUPS = ((0, 15), (16, 25), (26, 35), (36, 45), (46, 60), (61, 100))
@@ -32,14 +33,59 @@ def age_group(ages: np.ndarray) -> list[str]:
     return [labels[i] for i in idx]
 
 
+def _manifest(settings: Settings) -> tuple[pa.Table, list[str]]:
+    manifest = read_table(settings.manifest_path, ["image_id", "dataset", "split", "age", "age_group", "shard"])
+    return manifest, sorted(pc.unique(manifest["shard"]).to_pylist())
+
+
+def _require(folder, shards: list[str], fix: str) -> None:
+    missing = [str(shard_path(folder, s)) for s in shards if not shard_path(folder, s).is_file()]
+    if missing:
+        few = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(f"{few} missing (the manifest has {'this shard' if len(missing) == 1 else 'these shards'}); "
+                        f"run {fix} first")
+
+
+def manifest_crops(settings: Settings, columns: list[str] | None = None) -> pa.Table:
+    """The crop rows of the images in the current manifest (only its shards are read;
+    rows of images no longer in it, and shard files of other manifests, are ignored)."""
+    manifest, shards = _manifest(settings)
+    _require(settings.crops_dir, shards, "`agedistill crops`")
+    cols = list(dict.fromkeys(["image_id", *(columns or CROP_COLUMNS)]))
+    crops = read_shards(settings.crops_dir, cols, shards=shards)
+    crops = crops.filter(pc.is_in(crops["image_id"], value_set=manifest["image_id"]))
+    return crops.select(columns or CROP_COLUMNS)
+
+
+CROP_COLUMNS = ["image_id", "face", "status"]
+
+
 def build_vmage(settings: Settings) -> pa.Table:
+    """Join the labels of the manifest's shards with the manifest (inner: a face
+    whose image is no longer in the manifest is not in the table)."""
+    manifest, shards = _manifest(settings)
+    teacher = settings.section_hash("teacher")
+    # labels must be of the crops now on disk, by the teacher now configured (reading
+    # the versions first also moves unreadable shard files aside: they count as missing)
+    versions = {}
+    for sid in shards:
+        crops_path, labels_path = shard_path(settings.crops_dir, sid), shard_path(settings.labels_dir, sid)
+        crops_version = table_metadata(crops_path).get("version", "?") if crops_path.is_file() else "?"
+        labels_version = table_metadata(labels_path).get("version") if labels_path.is_file() else None
+        versions[sid] = (f"{crops_version}-{teacher}", labels_version)
+    _require(settings.labels_dir, shards, "`agedistill label`")
+    stale = [sid for sid, (want, have) in versions.items() if want != have]
+    if stale:
+        few = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise DataError(f"labels of {few} in {settings.labels_dir} were not made from the current crops "
+                        f"with the current teacher settings; run `agedistill label` first")
     labels = read_shards(settings.labels_dir, ["image_id", "face", "age", "probs", "member_ages",
-                                                "age_spread", "entropy", "gated"])
-    manifest = read_table(settings.manifest_path, ["image_id", "dataset", "split", "age", "age_group"])
+                                                "age_spread", "entropy", "gated"], shards=shards)
+    manifest = manifest.select(["image_id", "dataset", "split", "age", "age_group"])
     manifest = manifest.rename_columns(["image_id", "dataset", "split", "gt_age", "gt_group"])
     table = labels.rename_columns(["image_id", "face", "teacher_age", "probs", "member_ages",
                                    "age_spread", "entropy", "gated"])
-    table = join_columns(table, manifest, ["image_id"], ["dataset", "split", "gt_age", "gt_group"])
+    table = join_columns(table, manifest, ["image_id"], ["dataset", "split", "gt_age", "gt_group"], how="inner")
     table = table.sort_by([("image_id", "ascending"), ("face", "ascending")])
     table = table.append_column("age_group", pa.array(age_group(table["teacher_age"].to_numpy()), pa.string()))
     cols = ["image_id", "face", "dataset", "split", "teacher_age", "probs", "member_ages", "age_spread",
@@ -66,6 +112,29 @@ def summarize(table: pa.Table, crops: pa.Table | None = None) -> dict:
             out["teacher_mae_to_ground_truth"] = float(np.abs(ages[ok] - gt[ok]).mean())
     if crops is not None:
         out["crop_status"] = {d["values"]: int(d["counts"]) for d in pc.value_counts(crops["status"]).to_pylist()}
+    return out
+
+
+def per_source(table: pa.Table, manifest: pa.Table, crops: pa.Table) -> dict:
+    """Per source (the manifest's ``dataset``): images, crop statuses, labelled faces and
+    the teacher's MAE to ground truth (None where the source has no ground truth)."""
+    source_of = dict(zip(manifest["image_id"].to_pylist(), manifest["dataset"].to_pylist()))
+    out: dict[str, dict] = {}
+    for src in dict.fromkeys(manifest["dataset"].to_pylist()):
+        out[src] = {"images": 0, "status": {}, "labelled": 0, "teacher_mae": None}
+    for src in source_of.values():
+        out[src]["images"] += 1
+    for iid, status in zip(crops["image_id"].to_pylist(), crops["status"].to_pylist()):
+        row = out[source_of[iid]]["status"]
+        row[status] = row.get(status, 0) + 1
+    sources = table["dataset"].to_pylist()
+    ages = table["teacher_age"].to_numpy()
+    gt = table["gt_age"].to_numpy(zero_copy_only=False).astype(np.float64)
+    for src, row in out.items():
+        mine = np.array([s == src for s in sources], bool)
+        row["labelled"] = int(mine.sum())
+        ok = mine & np.isfinite(gt)
+        row["teacher_mae"] = float(np.abs(ages[ok] - gt[ok]).mean()) if ok.any() else None
     return out
 
 

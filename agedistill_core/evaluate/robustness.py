@@ -1,7 +1,8 @@
 """LFW+C-style robustness: corrupt the evaluation crops 13 x 5 ways, measure MAE.
 
 One partition = one (corruption, severity): ``lfwc/<name>-s<k>/part-NNNNN.parquet``
-(lossless PNGs, one row per base face, status + reason).  The evaluation runs
+(lossless PNGs, one row per base face, status + reason) and ``_COMPLETE.json``,
+written last, which makes the partition count as finished.  The evaluation runs
 the teacher and every trained student on each partition present and writes the
 paper's Table 6 (MAE per corruption, averaged over severities) and Figure 4 (a
 bar chart), next to the long table (one row per model x corruption x severity).
@@ -11,6 +12,7 @@ the teacher's label of the clean face; the ``target`` column says which.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +22,7 @@ import pyarrow.compute as pc
 
 from agedistill_core.corruptions import SEVERITIES, corrupt_table, corruption_names
 from agedistill_core.crops import StageResult
-from agedistill_core.errors import ConfigError
+from agedistill_core.errors import ConfigError, DataError
 from agedistill_core.evaluate.metrics import mae
 from agedistill_core.evaluate.predict import load_student
 from agedistill_core.labels import get_teacher, label_crops
@@ -47,14 +49,52 @@ def partition_dir(settings: Settings, name: str, severity: int) -> Path:
     return settings.lfwc_dir / f"{name}-s{int(severity)}"
 
 
-def base_faces(settings: Settings) -> FaceSet:
-    """The base split's faces (fixed-seed subset when ``max_faces`` is set)."""
-    faces = load_split(settings, settings.corruptions.base_split, "teacher")
+def base_faces(settings: Settings, *, require: bool = False) -> FaceSet:
+    """The base split's faces (fixed-seed subset when ``max_faces`` is set).
+
+    With ``require`` an empty base split is a one-line ``DataError`` naming the
+    setting (corrupting nothing would write empty partitions that look done)."""
+    split = settings.corruptions.base_split
+    faces = load_split(settings, split, "teacher")
+    if require and len(faces) == 0:
+        splits = read_table(settings.vmage_path, ["split"])["split"]
+        sizes = {d["values"]: int(d["counts"]) for d in pc.value_counts(splits).to_pylist()}
+        have = ", ".join(f"{k} {v}" for k, v in sorted(sizes.items(), key=lambda kv: str(kv[0]))) or "no faces at all"
+        raise DataError(f"corruptions.base_split {split!r} has no faces in the label table {settings.vmage_path} "
+                        f"({have}); set corruptions.base_split in profile {settings.profile!r} of "
+                        f"{settings.params_path} to a split that has faces")
     limit = settings.corruptions.max_faces
     if limit is not None and len(faces) > limit:
         idx = np.sort(np.random.default_rng([settings.seed, 11]).permutation(len(faces))[:limit])
         faces = faces.subset(idx)
     return faces
+
+
+COMPLETE = "_COMPLETE.json"  # a partition's completion record, written last
+
+
+def partition_version(settings: Settings) -> str:
+    return settings.section_hash("dataset", "faces", "split", "corruptions")
+
+
+def complete_parts(settings: Settings, name: str, severity: int) -> list[Path] | None:
+    """The part files of a finished partition, or None when it is not finished.
+
+    A partition is finished only when its completion record (written atomically
+    after every part) exists, has this profile's version, and lists exactly the
+    part files on disk: a build killed between parts, a part deleted by hand or
+    a stray extra part all read as "not finished", and the partition is rebuilt."""
+    out = partition_dir(settings, name, severity)
+    try:
+        record = json.loads((out / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("version") != partition_version(settings):
+        return None
+    on_disk = sorted(p.name for p in out.glob("part-*.parquet"))
+    if record.get("parts") != on_disk:
+        return None
+    return [out / p for p in on_disk]
 
 
 def build_lfwc_partition(settings: Settings, name: str, severity: int, *, force: bool = False,
@@ -63,36 +103,89 @@ def build_lfwc_partition(settings: Settings, name: str, severity: int, *, force:
 
     ``faces`` supplies the base faces when a caller builds many partitions in one
     process (read once, not once per partition); by default they are read here.
+    The completion record (``_COMPLETE.json``: version, part list, row count) is
+    written last; without a valid one the partition is rebuilt from scratch.
     """
     out = partition_dir(settings, name, severity)
-    version = settings.section_hash("dataset", "faces", "split", "corruptions")
-    parts = sorted(out.glob("part-*.parquet"))
-    if parts and not force and all(table_metadata(p).get("version") == version for p in parts):
-        return StageResult(out, sum(read_table(p, ["image_id"]).num_rows for p in parts), {}, skipped=True)
-    faces = faces() if faces is not None else base_faces(settings)
-    for stale in parts:
+    version = partition_version(settings)
+    marker = out / COMPLETE
+    done = None if force else complete_parts(settings, name, severity)
+    if done is not None:
+        record = json.loads(marker.read_text())
+        return StageResult(out, int(record.get("faces", 0)), dict(record.get("counts", {})), skipped=True)
+    leftovers = sorted(out.glob("part-*.parquet"))
+    faces = faces() if faces is not None else base_faces(settings, require=True)
+    if len(faces) == 0:
+        raise DataError(f"corruptions.base_split {settings.corruptions.base_split!r} has no faces; "
+                        f"set corruptions.base_split in profile {settings.profile!r} of {settings.params_path}")
+    if leftovers and not force:
+        adopted = _adopt_legacy(settings, name, severity, leftovers, faces, version)
+        if adopted is not None:
+            return adopted
+        log(f"lfwc {name} s{severity}: {len(leftovers)} part(s) on disk but no valid {COMPLETE} "
+            f"(an interrupted or older build); rebuilding")
+    marker.unlink(missing_ok=True)  # from here on the partition is "not finished" until the end
+    for stale in leftovers:
         stale.unlink()
     counts: dict[str, int] = {}
+    parts = []
     step = settings.shard_size
     for k, lo in enumerate(range(0, len(faces), step)):
         chunk = pa.table({"image_id": faces.image_id[lo:lo + step], "jpeg": pa.array(faces.jpeg[lo:lo + step], pa.binary())})
         table = corrupt_table(chunk, name, severity, seed=settings.corruptions.seed, workers=settings.corruptions.workers)
         for d in pc.value_counts(table["status"]).to_pylist():
             counts[d["values"]] = counts.get(d["values"], 0) + int(d["counts"])
-        write_table(table, out / f"part-{k:05d}.parquet", {"version": version})
+        part = out / f"part-{k:05d}.parquet"
+        write_table(table, part, {"version": version})
+        parts.append(part.name)
+    atomic_write_text(marker, json.dumps({"version": version, "corruption": name, "severity": int(severity),
+                                          "parts": parts, "faces": len(faces), "counts": counts}, indent=1))
     log(f"lfwc {name} s{severity}: {len(faces)} faces {counts}")
     return StageResult(out, len(faces), counts)
 
 
-def _partition_faces(folder: Path) -> tuple[list[str], list[bytes]]:
-    table = pa.concat_tables([read_table(p, ["image_id", "png", "status"]) for p in sorted(folder.glob("part-*.parquet"))])
+def _adopt_legacy(settings: Settings, name: str, severity: int, parts: list[Path], faces: FaceSet,
+                  version: str) -> StageResult | None:
+    """A partition written before completion records existed is kept (and given its
+    record) only if its parts are exactly the ones a full build writes: this
+    version, part-00000.. in order, and together every base face in order."""
+    step = settings.shard_size
+    expected = [f"part-{k:05d}.parquet" for k in range(-(-len(faces) // step))]
+    if [p.name for p in parts] != expected:
+        return None
+    try:
+        tables = [read_table(p, ["image_id", "status"]) for p in parts]
+        versions = [table_metadata(p).get("version") for p in parts]
+    except DataError:
+        return None
+    if any(v != version for v in versions):
+        return None
+    table = pa.concat_tables(tables)
+    if table["image_id"].to_pylist() != list(faces.image_id):
+        return None
+    counts = {d["values"]: int(d["counts"]) for d in pc.value_counts(table["status"]).to_pylist()}
+    out = partition_dir(settings, name, severity)
+    atomic_write_text(out / COMPLETE, json.dumps({"version": version, "corruption": name, "severity": int(severity),
+                                                  "parts": expected, "faces": len(faces), "counts": counts},
+                                                 indent=1))
+    return StageResult(out, len(faces), counts, skipped=True)
+
+
+def _partition_faces(parts: list[Path]) -> tuple[list[str], list[bytes]]:
+    table = pa.concat_tables([read_table(p, ["image_id", "png", "status"]) for p in parts])
     table = table.filter(pc.equal(table["status"], "ok"))
     return table["image_id"].to_pylist(), table["png"].to_pylist()
 
 
 def run_robustness(settings: Settings, log=print) -> pa.Table | None:
     """MAE per model x corruption x severity over the partitions on disk (None if none)."""
-    done = [(n, s) for n, s in selected(settings) if any(partition_dir(settings, n, s).glob("part-*.parquet"))]
+    finished = {(n, s): complete_parts(settings, n, s) for n, s in selected(settings)}
+    done = [(n, s) for (n, s), parts in finished.items() if parts]
+    partial = [f"{n}-s{s}" for (n, s), parts in finished.items()
+               if parts is None and any(partition_dir(settings, n, s).glob("part-*.parquet"))]
+    if partial:
+        log(f"robustness: skipping {len(partial)} unfinished LFW+C partition(s) ({', '.join(partial[:5])}"
+            f"{', ...' if len(partial) > 5 else ''}); run `agedistill lfwc` to finish them")
     if not done:
         return None
     base = base_faces(settings)
@@ -113,7 +206,7 @@ def run_robustness(settings: Settings, log=print) -> pa.Table | None:
 
     rows = []
     cases = [("clean", 0, base.image_id, base.jpeg)] + [
-        (n, s, *_partition_faces(partition_dir(settings, n, s))) for n, s in done]
+        (n, s, *_partition_faces(finished[(n, s)])) for n, s in done]
     for name, sev, ids, images in cases:
         target = np.array([target_of[i] for i in ids], np.float64)
         for run, model in models:

@@ -18,6 +18,25 @@ from agedistill_core.errors import ConfigError
 from agedistill_core.images import resize
 from agedistill_core.registry import Registry
 
+# onnxruntime (1.2x Linux wheels) ships Microsoft's 1DS telemetry client, switched on by
+# default: at ``import onnxruntime`` it creates an empty ``$TMPDIR/mat-debug-<pid>.log``
+# (the client's debug log) and ``~/.cache/Microsoft/DeveloperTools/.onnxruntime/``
+# (a device id and an SQLite event queue).  Its only off switch that acts before
+# those files are made is this environment variable, read when onnxruntime is
+# first imported (``onnxruntime.disable_telemetry_events()`` comes too late), so it
+# is set here, before any import of onnxruntime by this package; a value the user
+# set is kept.
+ONNXRUNTIME_QUIET = {"ORT_DISABLE_TELEMETRY": "1"}
+
+
+def quiet_onnxruntime() -> None:
+    """Switch onnxruntime's telemetry off for this process (call before importing it)."""
+    for key, value in ONNXRUNTIME_QUIET.items():
+        os.environ.setdefault(key, value)
+
+
+quiet_onnxruntime()
+
 
 @dataclass
 class Member:
@@ -73,6 +92,7 @@ class OnnxMember(Member):
 
     def __init__(self, name, model_path: Path, *, threads: int = 0, **spec):
         super().__init__(name=name, **spec)
+        quiet_onnxruntime()
         import onnxruntime as ort
 
         model_path = Path(model_path)
