@@ -1,11 +1,17 @@
 """Stage 1: source images -> face crop shards (one row per image's chosen face).
 
 Every image yields a row: ``ok`` (a detected face), ``whole_image`` (no face
-found, image used as its own box), ``no_face`` or ``unreadable`` (with the
-reason).  Nothing is dropped silently; a bad file never stops the shard.
+found, image used as its own box), ``no_face``, ``unreadable``, ``too_small``
+(the face box, detected or the whole image, is under ``faces.min_face``
+pixels) or ``duplicate`` (a byte-identical copy of another manifest image,
+``duplicate_of``: labelled once, under the first copy), each with the reason.
+Only ``USABLE`` rows reach the teacher and training.  Nothing is dropped
+silently; a bad file never stops the shard.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +20,9 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from agedistill_core.datasets.base import real_path, utf8_text
 from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.faces import extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
@@ -34,6 +42,13 @@ CROPS_SCHEMA = pa.schema([
     ("reason", pa.string()),
 ])
 USABLE = ("ok", "whole_image")  # statuses that have a crop
+# the other statuses: no_face, unreadable, too_small, duplicate (no crop, a reason)
+MIN_FACE = 24  # default of faces.min_face: a smaller face box (pixels, shorter side) is too_small
+
+
+def min_face(cfg: FaceSettings) -> int:
+    """``faces.min_face`` (``MIN_FACE`` when the settings do not have it)."""
+    return int(getattr(cfg, "min_face", MIN_FACE))
 
 # One detector (and landmark model) per process, made on first use: worker
 # processes of the pool each build their own; nothing heavy is pickled.
@@ -46,22 +61,27 @@ def _detector(cfg: FaceSettings):
     return _DETECTOR_CACHE[cfg.detector]
 
 
-def _crop_one(path: Path, image_id: str, cfg: FaceSettings) -> dict:
-    detector = _detector(cfg)
-    aligner = get_aligner(cfg.align, cfg.align_padding)
+def _crop_one(path: Path, image_id: str, cfg: FaceSettings, duplicate_of: str | None = None) -> dict:
     row = dict(image_id=image_id, face=0, jpeg=None, box=None, landmarks=None,
                detector=cfg.detector if cfg.align == "none" else f"{cfg.detector}+{cfg.align}",
                score=None, status="unreadable", reason=None)
+    if duplicate_of is not None:
+        row.update(status="duplicate", reason=(
+            f"byte-identical to {duplicate_of} (same size and SHA-1); labelled once, under that id; "
+            f"delete the copy to silence this"))
+        return row
+    detector = _detector(cfg)
+    aligner = get_aligner(cfg.align, cfg.align_padding)
     try:
         rgb = read_image(path)
     except UnreadableImage as exc:
-        row["reason"] = str(exc)
+        row["reason"] = utf8_text(str(exc))  # a non-UTF-8 file name is shown with \xNN escapes
         return row
     fc = extract_face(rgb, detector, size=cfg.crop_size, margin=cfg.margin,
                       min_score=cfg.min_score, whole_image_fallback=cfg.whole_image_fallback,
                       whole_image_max_side=cfg.whole_image_max_side,
-                      aligner=aligner)
-    row.update(status=fc.status, reason=fc.reason, score=fc.score,
+                      aligner=aligner, min_face=min_face(cfg))
+    row.update(status=fc.status, reason=utf8_text(fc.reason), score=fc.score,
                box=list(fc.box) if fc.box else None,
                landmarks=np.asarray(fc.landmarks, np.float32).ravel().tolist() if fc.landmarks is not None else None)
     if fc.crop is not None:
@@ -76,6 +96,22 @@ def _source_of(sources: dict, source_id: str, image_id: str):
         return next(iter(sources.values()))
     raise DataError(f"manifest row {image_id} belongs to source {source_id!r}, which the profile no longer "
                     f"has; run `agedistill manifest` again")
+
+
+def _manifest_shard(settings: Settings, sid: str) -> dict[str, list]:
+    """The manifest rows of shard ``sid``: image_id, dataset, path, path_bytes, duplicate_of
+    (the last two null for a manifest written before they existed)."""
+    try:
+        names = set(pq.read_schema(settings.manifest_path).names)
+    except (pa.ArrowInvalid, OSError):
+        names = set()  # missing or unreadable: read_table below says so, with the fix
+    optional = [c for c in ("path_bytes", "duplicate_of") if c in names]
+    manifest = read_table(settings.manifest_path, ["image_id", "dataset", "path", "shard", *optional])
+    manifest = manifest.filter(pc.equal(manifest["shard"], sid))
+    cols = {c: manifest[c].to_pylist() for c in ("image_id", "dataset", "path", *optional)}
+    for c in ("path_bytes", "duplicate_of"):
+        cols.setdefault(c, [None] * manifest.num_rows)
+    return cols
 
 
 @dataclass
@@ -98,16 +134,21 @@ def crop_shard(settings: Settings, sid: str, *, force: bool = False,
     Skips the work when the shard exists and was made with the same settings.
     """
     out = shard_path(settings.crops_dir, sid)
+    manifest = _manifest_shard(settings, sid)
+    ids = manifest["image_id"]
+    dupes = manifest["duplicate_of"]
     version = settings.section_hash("dataset", "faces")
+    if any(d is not None for d in dupes):
+        # which rows are copies is part of what the shard holds: when it changes (a first
+        # copy deleted, a copy added), the shard and its labels are made again
+        pairs = json.dumps(sorted((i, d) for i, d in zip(ids, dupes) if d is not None))
+        version += "+dup" + hashlib.sha1(pairs.encode()).hexdigest()[:8]
     if out.is_file() and not force and table_metadata(out).get("version") == version:
         table = read_table(out, ["status"])
         return StageResult(out, table.num_rows, status_counts(table), skipped=True)
-    manifest = read_table(settings.manifest_path, ["image_id", "dataset", "path", "shard"])
-    manifest = manifest.filter(pc.equal(manifest["shard"], sid))
-    ids = manifest["image_id"].to_pylist()
     sources = {src.id: src for src in settings.sources}
-    rows_src = [_source_of(sources, d, iid) for d, iid in zip(manifest["dataset"].to_pylist(), ids)]
-    paths = [src.root / p for src, p in zip(rows_src, manifest["path"].to_pylist())]
+    rows_src = [_source_of(sources, d, iid) for d, iid in zip(manifest["dataset"], ids)]
+    paths = [real_path(src.root, p, raw) for src, p, raw in zip(rows_src, manifest["path"], manifest["path_bytes"])]
     cfgs = [src.faces for src in rows_src]
     for cfg in {src.id: src.faces for src in rows_src}.values():
         _detector(cfg)  # a bad detector / missing model file fails here, once, with its message
@@ -117,13 +158,13 @@ def crop_shard(settings: Settings, sid: str, *, force: bool = False,
     if settings.faces.workers > 1 and len(ids) > 1:
         with ProcessPoolExecutor(settings.faces.workers) as pool:
             chunk = max(1, min(64, len(ids) // (4 * settings.faces.workers)))
-            for i, row in enumerate(pool.map(work, paths, ids, cfgs, chunksize=chunk)):
+            for i, row in enumerate(pool.map(work, paths, ids, cfgs, dupes, chunksize=chunk)):
                 rows.append(row)
                 if progress:
                     progress(i + 1, len(ids))
     else:
-        for i, (p, iid, cfg) in enumerate(zip(paths, ids, cfgs)):
-            rows.append(work(p, iid, cfg))
+        for i, (p, iid, cfg, dup) in enumerate(zip(paths, ids, cfgs, dupes)):
+            rows.append(work(p, iid, cfg, dup))
             if progress:
                 progress(i + 1, len(ids))
     table = pa.Table.from_pylist(rows, schema=CROPS_SCHEMA)

@@ -2,7 +2,8 @@
 counts match the crops.  The logic lives in ``agedistill_core.vmage.check_vmage``."""
 import dagster as dg
 
-from agedistill_core.shards import read_shards, read_table
+from agedistill_core.shards import read_table
+from agedistill_core.vmage import manifest_crops
 from agedistill_core.vmage import check_vmage
 from agedistill_dag.assets.teacher import vmage_table
 from agedistill_dag.resources import AgedistillConfig
@@ -14,7 +15,7 @@ CHECK_NAMES = ["ages_in_range", "vectors_sum_to_one", "unique_ids", "counts_matc
 def vmage_checks(config: AgedistillConfig):
     settings = config.settings()
     table = read_table(settings.vmage_path)
-    crops = read_shards(settings.crops_dir, ["image_id", "status"])
+    crops = manifest_crops(settings, ["image_id", "status"])
     for result in check_vmage(table, crops):
         yield dg.AssetCheckResult(check_name=result.name, asset_key=vmage_table.key, passed=result.passed,
                                   metadata={"detail": result.detail})

@@ -3,28 +3,59 @@
 Columns: ``image_id`` (stable: dataset/relative path), ``dataset``, ``path``
 (relative to the data root), ``subject``, ``age`` and ``age_std`` (years,
 nullable), ``age_group`` (e.g. "30-39", nullable), ``split`` (train/val/test),
-``fold`` (nullable), ``shard``.
+``fold`` (nullable), ``shard``, then (added later, so read columns by name)
+``path_bytes`` and ``duplicate_of``.
 
 Splits are identity-disjoint (by ``subject``; a data set without identities
 uses one subject per image) and fixed by the seed.  Shards are sticky: an image
 keeps the shard it had in the previous manifest, and new images fill new
 shards, so adding images never re-labels old ones.
+
+Odd files, each recorded, never silent:
+
+- A file name that is not valid UTF-8 (a Latin-1 ``caf\\xe9.jpg``) is kept: its
+  ``path`` (and ``image_id``) show the undecodable bytes as ``\\xNN`` escapes,
+  and ``path_bytes`` holds the real name's bytes, which the crop stage opens
+  (``real_path``).  ``path_bytes`` is null for every ordinary name.
+- A byte-identical copy of another file of the manifest (same size, same
+  SHA-1) has ``duplicate_of`` = the first copy's ``image_id`` and that copy's
+  split and fold (no train/test leak); the crop stage records it as
+  ``duplicate`` and it is never labelled.  The first copy is the one that was
+  already an original in the previous manifest, else the first by source and
+  path, so adding a copy never re-labels old images.
+- Files under a source root that its adapter did not take (GIF where OpenCV
+  cannot decode it, HEIC, files without a suffix, ...) are counted by kind in
+  the manifest metadata (``skipped``); ``manifest_notes`` gives the one-line
+  messages (also logged as warnings on the ``agedistill`` logger).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
+import logging
+import os
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from agedistill_core.errors import DataError
 from agedistill_core.registry import Registry
 from agedistill_core.settings import Settings
-from agedistill_core.shards import read_table, shard_id, shard_index, write_table
+from agedistill_core.shards import read_table, shard_id, shard_index, table_metadata, write_table
+
+log = logging.getLogger("agedistill")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# read too when this OpenCV decodes them (GIF: the first frame; OpenCV >= 4.11 here)
+OPTIONAL_SUFFIXES = (".gif",)
+# files a data set keeps next to its images (labels, lists): not counted as skipped
+SIDECAR_SUFFIXES = {".json", ".csv", ".tsv", ".txt", ".mat", ".md", ".yaml", ".yml", ".xml", ".parquet", ".zip"}
+NO_SUFFIX = "(no suffix)"
 
 MANIFEST_SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -37,6 +68,8 @@ MANIFEST_SCHEMA = pa.schema([
     ("split", pa.string()),
     ("fold", pa.int16()),
     ("shard", pa.string()),
+    ("path_bytes", pa.binary()),       # the real name's bytes when it is not valid UTF-8, else null
+    ("duplicate_of", pa.string()),     # image_id of the byte-identical first copy, else null
 ])
 
 
@@ -55,19 +88,93 @@ class Item:
 Scanner = Callable[[Path], Iterable[Item]]
 DATASETS: Registry[Scanner] = Registry("dataset")
 
+# A 1x1 GIF: decoded once to learn whether this OpenCV reads GIF.
+_PROBES = {".gif": b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+                   b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"}
+
+
+@functools.lru_cache(maxsize=None)
+def image_suffixes() -> frozenset[str]:
+    """The suffixes ``list_images`` takes: ``IMAGE_SUFFIXES`` plus those of
+    ``OPTIONAL_SUFFIXES`` this OpenCV decodes."""
+    import cv2
+    import numpy as np
+
+    extra = set()
+    for suffix in OPTIONAL_SUFFIXES:
+        try:
+            if cv2.imdecode(np.frombuffer(_PROBES[suffix], np.uint8), cv2.IMREAD_COLOR) is not None:
+                extra.add(suffix)
+        except cv2.error:
+            pass
+    return frozenset(IMAGE_SUFFIXES | extra)
+
 
 def list_images(root: Path) -> list[str]:
-    """Relative paths of all image files under ``root``, sorted."""
+    """Relative paths of all image files under ``root``, sorted.
+
+    A name that is not valid UTF-8 comes back as Python gives it (undecodable
+    bytes as surrogates), so ``root / rel`` opens the real file."""
+    suffixes = image_suffixes()
     return sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        if p.suffix.lower() in suffixes and p.is_file()
     )
+
+
+def file_kind(name: str) -> str:
+    """A file's kind for the skipped counts: its lower-case suffix, or ``(no suffix)``."""
+    return Path(name).suffix.lower() or NO_SUFFIX
+
+
+def skipped_files(root: Path, taken: Iterable[str]) -> dict[str, list[str]]:
+    """Files under ``root`` (relative paths) that are not in ``taken``, by kind.
+
+    Hidden files (``.DS_Store``) and data-set sidecars (``SIDECAR_SUFFIXES``:
+    label files, lists) are not counted."""
+    taken = set(taken)
+    out: dict[str, list[str]] = defaultdict(list)
+    if not root.is_dir():
+        return {}
+    for p in root.rglob("*"):
+        if p.name.startswith("."):
+            continue
+        rel = p.relative_to(root).as_posix()
+        if rel in taken or p.suffix.lower() in SIDECAR_SUFFIXES or not p.is_file():
+            continue
+        out[file_kind(p.name)].append(rel)
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def display_name(name: str) -> tuple[str, bytes | None]:
+    """A file name as valid UTF-8, and its real bytes when it was not valid UTF-8.
+
+    ``caf\\udce9.jpg`` (a Latin-1 name as Python reads it) -> ("caf\\\\xe9.jpg",
+    b"caf\\xe9.jpg"); an ordinary name -> (name, None)."""
+    try:
+        name.encode("utf-8")
+        return name, None
+    except UnicodeEncodeError:
+        raw = os.fsencode(name)
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def utf8_text(text: str | None) -> str | None:
+    """``text`` with anything not encodable as UTF-8 (undecodable file-name bytes) as ``\\xNN``."""
+    if text is None:
+        return None
+    return display_name(text)[0] if isinstance(text, str) else text
+
+
+def real_path(root: Path, path: str, path_bytes: bytes | None = None) -> Path:
+    """The file of a manifest row: its real (non-UTF-8) name when ``path_bytes`` is set."""
+    return Path(root) / (os.fsdecode(path_bytes) if path_bytes else path)
 
 
 def unit_hash(*parts: object) -> float:
     """A stable number in [0, 1) from strings (not Python's salted hash())."""
-    digest = hashlib.sha1("|".join(map(str, parts)).encode()).digest()
+    digest = hashlib.sha1("|".join(map(str, parts)).encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -78,8 +185,8 @@ def assign_split(subject: str, seed: int, test: float, val: float) -> str:
     return "val" if (u - test) / (1 - test) < val else "train"
 
 
-def scan_source(settings: Settings, source) -> list[Item]:
-    """One source's items (its adapter over its root; fixed-seed ``limit`` sample)."""
+def _scanned(settings: Settings, source) -> list[Item]:
+    """Every item the source's adapter yields (no ``limit``)."""
     root = source.root
     scanner = DATASETS.get(source.name)
     if not root.exists() and not getattr(scanner, "creates_root", False):
@@ -88,10 +195,20 @@ def scan_source(settings: Settings, source) -> list[Item]:
         raise DataError(f"data root {root} does not exist; set {where} of {settings.params_path} (or pass --data-root)")
     items = list(scanner(root))
     if not items:
-        raise DataError(f"no images found under {root} for dataset {source.name!r}; check its root")
+        raise DataError(f"no images found under {utf8_text(str(root))} for dataset {source.name!r}; check its root"
+                        + _skipped_hint(skipped_files(root, ())))
+    return items
+
+
+def _limited(settings: Settings, source, items: list[Item]) -> list[Item]:
     if source.limit is not None and len(items) > source.limit:
         items = sorted(items, key=lambda it: unit_hash("limit", settings.seed, it.path))[:source.limit]
     return items
+
+
+def scan_source(settings: Settings, source) -> list[Item]:
+    """One source's items (its adapter over its root; fixed-seed ``limit`` sample)."""
+    return _limited(settings, source, _scanned(settings, source))
 
 
 def scan_dataset(settings: Settings) -> list[Item]:
@@ -99,27 +216,134 @@ def scan_dataset(settings: Settings) -> list[Item]:
     return scan_source(settings, settings.sources[0])
 
 
+def _file_digest(path: Path) -> str | None:
+    h = hashlib.sha1()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def find_duplicates(paths: list[Path], prefer: list[bool] | None = None) -> dict[int, int]:
+    """Byte-identical files: ``{index: index of its first copy}`` for every later copy.
+
+    Only files whose size another file shares are hashed (SHA-1).  The first
+    copy of a group is its first index with ``prefer`` set (an image already
+    labelled as an original), else its first index.  Unreadable files are
+    never duplicates (the crop stage records them)."""
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(paths):
+        try:
+            by_size[os.stat(p).st_size].append(i)
+        except OSError:
+            continue
+    out: dict[int, int] = {}
+    for size, group in by_size.items():
+        if len(group) < 2:
+            continue
+        by_hash: dict[str, list[int]] = defaultdict(list)
+        for i in group:
+            digest = _file_digest(paths[i])
+            if digest is not None:
+                by_hash[digest].append(i)
+        for same in by_hash.values():
+            if len(same) < 2:
+                continue
+            first = next((i for i in same if prefer and prefer[i]), same[0])
+            out.update({i: first for i in same if i != first})
+    return out
+
+
+def _previous(path: Path) -> tuple[dict[str, str], set[str]]:
+    """The previous manifest's shards by image id, and its originals (not duplicates)."""
+    if not Path(path).is_file():
+        return {}, set()
+    names = pq.read_schema(path).names
+    cols = ["image_id", "shard"] + (["duplicate_of"] if "duplicate_of" in names else [])
+    old = read_table(path, cols).to_pydict()
+    dupes = old.get("duplicate_of") or [None] * len(old["image_id"])
+    originals = {iid for iid, d in zip(old["image_id"], dupes) if d is None}
+    return dict(zip(old["image_id"], old["shard"])), originals
+
+
+def _skipped_hint(skipped: dict[str, list[str]]) -> str:
+    if not skipped:
+        return ""
+    kinds = ", ".join(f"{k}: {len(v)}" for k, v in skipped.items())
+    return f" (it holds files of kinds it does not read: {kinds})"
+
+
+def _examples(names: list[str], k: int = 3) -> str:
+    return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
+
+
 def build_manifest(settings: Settings, previous: Path | None = None) -> pa.Table:
     """Scan every source, assign splits and sticky shards, write the manifest.
 
     A row's ``dataset`` is its source id and its ``path`` is relative to that
-    source's root; ``image_id`` is ``<source id>/<path>``.
+    source's root; ``image_id`` is ``<source id>/<path>``.  The returned table
+    carries the file's metadata: ``skipped`` (JSON ``{kind: count}``),
+    ``duplicates``, ``escaped_names`` and ``notes`` (JSON list of one-line
+    messages, also logged as warnings; see ``manifest_notes``).
     """
-    old_shards: dict[str, str] = {}
     prev_path = previous or settings.manifest_path
-    if Path(prev_path).is_file():
-        old = read_table(prev_path, ["image_id", "shard"]).to_pydict()
-        old_shards = dict(zip(old["image_id"], old["shard"]))
-    rows = []
+    old_shards, old_originals = _previous(prev_path)
+    rows, files = [], []
+    notes: list[str] = []
+    skipped_total: Counter = Counter()
+    skipped_by_source: dict[str, dict[str, int]] = {}
+    escaped: list[str] = []
     for source in settings.sources:
         split_cfg = source.split
-        for it in sorted(scan_source(settings, source), key=lambda i: i.path):
-            image_id = f"{source.id}/{it.path}"
-            subject = it.subject or image_id
+        scanned = _scanned(settings, source)
+        skipped = skipped_files(source.root, (it.path for it in scanned))
+        if skipped:
+            counts = {k: len(v) for k, v in skipped.items()}
+            skipped_by_source[source.id] = counts
+            skipped_total.update(counts)
+            names = [utf8_text(n) for v in skipped.values() for n in v]
+            supported = ", ".join(sorted(image_suffixes()))
+            notes.append(
+                f"manifest: skipped {len(names)} file{'s' if len(names) != 1 else ''} under "
+                f"{utf8_text(str(source.root))} that {'are' if len(names) != 1 else 'is'} not an image kind it reads "
+                f"({', '.join(f'{k}: {n}' for k, n in counts.items())}; e.g. {_examples(names)}); to include "
+                f"{'them' if len(names) != 1 else 'it'}, convert to JPEG or PNG, or give an image without a suffix "
+                f"its suffix (it reads {supported})")
+        taken: set[str] = set()
+        for it in sorted(_limited(settings, source, scanned), key=lambda i: i.path):
+            path, raw = display_name(it.path)
+            image_id = f"{source.id}/{path}"
+            if image_id in taken:  # an escaped name equal to a real one: keep ids unique
+                image_id = f"{image_id}#{hashlib.sha1(raw or b'').hexdigest()[:8]}"
+            taken.add(image_id)
+            if raw is not None:
+                escaped.append(image_id)
+            subject = utf8_text(it.subject) or image_id
             split = it.split or assign_split(subject, settings.seed, split_cfg.test, split_cfg.val)
-            rows.append(dict(image_id=image_id, dataset=source.id, path=it.path, subject=subject,
-                             age=it.age, age_std=it.age_std, age_group=it.age_group,
-                             split=split, fold=it.fold, shard=old_shards.get(image_id)))
+            rows.append(dict(image_id=image_id, dataset=source.id, path=path, subject=subject,
+                             age=it.age, age_std=it.age_std, age_group=utf8_text(it.age_group),
+                             split=split, fold=it.fold, shard=old_shards.get(image_id),
+                             path_bytes=raw, duplicate_of=None))
+            files.append(source.root / it.path)
+    if escaped:
+        notes.append(
+            f"manifest: {len(escaped)} file name{'s are' if len(escaped) != 1 else ' is'} not valid UTF-8 "
+            f"(e.g. {_examples(escaped)}); recorded with \\xNN escapes and read under the real name; "
+            f"rename {'them' if len(escaped) != 1 else 'it'} to UTF-8 for readable ids")
+    # byte-identical copies: the later copy follows the first copy's split and is not labelled
+    dupes = find_duplicates(files, [r["image_id"] in old_originals for r in rows])
+    for i, first in sorted(dupes.items()):
+        orig = rows[first]
+        rows[i].update(duplicate_of=orig["image_id"], split=orig["split"], fold=orig["fold"])
+    if dupes:
+        pairs = [f"{rows[i]['image_id']} = {rows[j]['image_id']}" for i, j in sorted(dupes.items())]
+        notes.append(
+            f"manifest: {len(dupes)} file{'s are' if len(dupes) != 1 else ' is'} a byte-identical copy of another "
+            f"(e.g. {_examples(pairs, 2)}); {'each' if len(dupes) != 1 else 'it'} takes the first copy's split "
+            f"and is not labelled again (crop status 'duplicate'); delete the copies to silence this")
     # new images go to new shards after the highest existing one
     used = [shard_index(s) for s in set(old_shards.values())]
     next_index = max(used) + 1 if used else 0
@@ -127,7 +351,24 @@ def build_manifest(settings: Settings, previous: Path | None = None) -> pa.Table
     for k, row in enumerate(fresh):
         row["shard"] = shard_id(next_index + k // settings.shard_size)
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
-    write_table(table, settings.manifest_path,
-                {"dataset": ",".join(s.id for s in settings.sources),
-                 "root": ",".join(str(s.root) for s in settings.sources)})
-    return table
+    metadata = {"dataset": ",".join(s.id for s in settings.sources),
+                "root": ",".join(utf8_text(str(s.root)) for s in settings.sources),
+                "skipped": json.dumps(dict(sorted(skipped_total.items()))),
+                "skipped_by_source": json.dumps(skipped_by_source),
+                "duplicates": str(len(dupes)),
+                "escaped_names": str(len(escaped)),
+                "notes": json.dumps(notes)}
+    write_table(table, settings.manifest_path, metadata)
+    for line in notes:
+        log.warning("%s", line)
+    merged = dict(table.schema.metadata or {})
+    merged.update({k.encode(): v.encode() for k, v in metadata.items()})
+    return table.replace_schema_metadata(merged)
+
+
+def manifest_notes(settings_or_path: Settings | Path) -> list[str]:
+    """The manifest's one-line messages (skipped files by kind, duplicates,
+    non-UTF-8 names), for the CLI or a UI to print; [] when there is nothing to say."""
+    path = settings_or_path.manifest_path if isinstance(settings_or_path, Settings) else Path(settings_or_path)
+    raw = table_metadata(path).get("notes") if Path(path).is_file() else None
+    return list(json.loads(raw)) if raw else []

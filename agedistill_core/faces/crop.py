@@ -19,8 +19,8 @@ class Detection:
 
 @dataclass
 class FaceCrop:
-    status: str                     # ok | whole_image | no_face
-    crop: np.ndarray | None         # uint8 (size, size, 3) RGB, None when no face
+    status: str                     # ok | whole_image | no_face | too_small
+    crop: np.ndarray | None         # uint8 (size, size, 3) RGB, None when no (usable) face
     box: Box | None = None
     score: float | None = None
     landmarks: np.ndarray | None = None
@@ -71,6 +71,7 @@ def extract_face(
     whole_image_fallback: bool = True,
     whole_image_max_side: int | None = None,
     aligner=None,
+    min_face: int | None = None,
 ) -> FaceCrop:
     """Detect, choose the most confident (then largest) face, crop it.
 
@@ -84,22 +85,47 @@ def extract_face(
     ``aligner`` (e.g. ``faces.align.Dlib5Aligner``) replaces the square +
     margin framing: its landmarks are found inside the chosen box (the
     detection, or the whole image) and the crop is its aligned chip.
+
+    ``min_face`` (pixels; ``faces.min_face``): a face box whose shorter side is
+    smaller is too small to age.  Detections under it are set aside like
+    low-score ones (the whole-image rule above then applies to a crop-sized
+    image); the result is ``too_small``, with the size in the reason and no
+    crop, when the box it would use (the whole image, or the largest small
+    detection of a photo or without the fallback) is under it.  ``None`` (the
+    default) checks nothing.
     """
     h, w = rgb.shape[:2]
     if detector is None:
         box, status, reason = _whole(w, h), "ok", "no detector: the image is the crop"
         score = None
+        if _small(box, min_face):
+            return _too_small(box, None, min_face, f"the image is {w}x{h} px, so its face box")
     else:
         found = [d for d in detector(rgb) if d.score >= min_score]
+        small = [d for d in found if _small(d.box, min_face)]
+        found = [d for d in found if not _small(d.box, min_face)]
         if not found:
+            photo = whole_image_max_side is not None and max(h, w) > whole_image_max_side
+            if small and (photo or not whole_image_fallback):
+                big = max(small, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+                return _too_small(tuple(float(v) for v in big.box), float(big.score), min_face,
+                                  f"the largest face found ({len(small)} in a {w}x{h} px image)")
             if not whole_image_fallback:
                 return FaceCrop("no_face", None, reason="no face detected")
-            if whole_image_max_side is not None and max(h, w) > whole_image_max_side:
+            if photo:
                 return FaceCrop("no_face", None, reason=(
                     f"no face detected; a {w}x{h} image is larger than faces.whole_image_max_side="
                     f"{whole_image_max_side}, so it is treated as a photo, not a crop"))
             box, status, score = _whole(w, h), "whole_image", None
             reason = "no face detected; whole image used as the face box"
+            if small:
+                sb = max(small, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])).box
+                reason = (f"the face found ({sb[2] - sb[0]:.0f}x{sb[3] - sb[1]:.0f} px) is smaller than "
+                          f"faces.min_face={min_face} px; whole image used as the face box")
+            if _small(box, min_face):
+                return _too_small(box, None, min_face,
+                                  f"{f'no face of {min_face} px or more' if small else 'no face'} detected, "
+                                  f"and the {w}x{h} px image used whole")
         else:
             best = max(found, key=lambda d: (round(d.score, 2), (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])))
             box, status, score, reason = tuple(float(v) for v in best.box), "ok", float(best.score), None
@@ -111,6 +137,18 @@ def extract_face(
         return FaceCrop(status, crop, box=box, score=score, landmarks=landmarks,
                         reason=reason if reason is None else reason + "; landmark-aligned chip")
     return FaceCrop(status, crop_square(rgb, box, size), box=box, score=score, reason=reason)
+
+
+def _small(box: Box, min_face: int | None) -> bool:
+    """Is the box's shorter side under ``min_face`` pixels?"""
+    return min_face is not None and min(box[2] - box[0], box[3] - box[1]) < min_face
+
+
+def _too_small(box: Box, score: float | None, min_face: int, what: str) -> FaceCrop:
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    return FaceCrop("too_small", None, box=box, score=score, reason=(
+        f"{what} is {bw:.0f}x{bh:.0f} px, smaller than faces.min_face={min_face} px: too small to age; "
+        f"use a larger image, or lower faces.min_face to keep it"))
 
 
 def _whole(w: int, h: int) -> Box:

@@ -26,7 +26,8 @@ from agedistill_core.crops import USABLE
 from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.images import decode_image
 from agedistill_core.settings import Settings
-from agedistill_core.shards import join_columns, read_shards, read_table
+from agedistill_core.shards import join_columns, read_table
+from agedistill_core.vmage import manifest_crops
 from agedistill_core.students.augment import VGGFACE2_MEAN_RGB, AugmentConfig, apply_params, sample_params
 
 
@@ -70,7 +71,7 @@ def load_split(settings: Settings, split: str, label_source: str = "teacher",
         vmage = vmage.filter(pc.is_in(vmage["dataset"], pa.array(list(sources), pa.string())))
     if label_source == "ground_truth":
         vmage = vmage.filter(pc.is_valid(vmage["gt_age"]))
-    crops = read_shards(settings.crops_dir, ["image_id", "face", "jpeg", "status"])
+    crops = manifest_crops(settings, ["image_id", "face", "jpeg", "status"])
     crops = crops.filter(pc.is_in(crops["status"], pa.array(USABLE))).drop_columns(["status"])
     table = join_columns(vmage, crops, ["image_id", "face"], ["jpeg"], how="inner").sort_by("image_id")
     probs = np.asarray(table["probs"].combine_chunks().flatten().to_numpy(), np.float32).reshape(-1, 101)

@@ -1,8 +1,14 @@
 """Small helpers for torch DistributedDataParallel training.
 
-Launch with ``torchrun --nproc_per_node K ...``; torchrun sets ``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``.  Without
-``WORLD_SIZE`` everything is a single-process no-op.
+Launch with ``torchrun --nproc_per_node K ...`` on one machine, or on each of
+N machines with ``torchrun --nnodes N --nproc-per-node K --rdzv-backend c10d
+--rdzv-endpoint HOST:PORT --rdzv-id JOB ...`` (ranks are assigned at the
+rendezvous); torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``.  Without ``WORLD_SIZE`` everything is a
+single-process no-op.
+
+``students.batch_size`` is per rank: a step of W ranks averages W batches, so
+the global batch is ``W * batch_size`` (the learning rate is not rescaled).
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 
 @dataclass(frozen=True)
@@ -60,26 +67,42 @@ def init_distributed(backend: str | None = None) -> DistInfo:
     return DistInfo(rank, world_size, local_rank, device, rank == 0)
 
 
-def shard_indices(n: int, rank: int, world_size: int, epoch: int, seed: int, *, shuffle: bool = True) -> np.ndarray:
-    """This rank's sample indices for one epoch.
+def train_sampler(n: int, rank: int, world_size: int, seed: int, *, shuffle: bool = True,
+                  drop_last: bool = False) -> DistributedSampler:
+    """The ``DistributedSampler`` over ``n`` training samples for one rank.
 
-    The permutation depends only on ``(seed, epoch)`` so all ranks agree.  It is
-    padded by wrap-around to a multiple of ``world_size`` and dealt out
-    round-robin, so every shard has ``ceil(n / world_size)`` entries and the
-    union of shards covers all ``n`` samples.
+    Its permutation is ``torch.randperm(n)`` seeded with ``seed + epoch`` (call
+    ``set_epoch``), the same on every rank (so seed 1 at epoch 0 replays seed 0's
+    epoch 1 order: training seeds a few apart share most epochs' orders, shifted).
+    With ``drop_last=False`` (what ``train_student`` uses) it is padded by
+    wrap-around to a multiple of ``world_size`` and dealt out round-robin: every
+    rank gets ``ceil(n / world_size)`` samples, hence the same
+    number of batches (a DDP step is a collective: unequal counts would hang),
+    and at most ``world_size - 1`` samples are seen twice an epoch.
     """
     if world_size < 1 or not (0 <= rank < world_size):
         raise ValueError(f"bad rank {rank} for world size {world_size}")
-    if n <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if shuffle:
-        order = np.random.default_rng([int(seed), int(epoch)]).permutation(n).astype(np.int64)
-    else:
-        order = np.arange(n, dtype=np.int64)
-    total = -(-n // world_size) * world_size
-    if total > n:
-        order = np.concatenate([order, np.resize(order, total - n)])
-    return order[rank:total:world_size]
+    return DistributedSampler(range(max(int(n), 0)), num_replicas=world_size, rank=rank, shuffle=shuffle,
+                              seed=int(seed), drop_last=drop_last)
+
+
+def epoch_indices(n: int, rank: int, world_size: int, epoch: int, seed: int, *, shuffle: bool = True,
+                  drop_last: bool = False) -> np.ndarray:
+    """This rank's sample order for one epoch: ``train_sampler`` after ``set_epoch(epoch)``, as int64.
+
+    One process (``world_size`` 1) gets the whole fixed-seed permutation of the
+    epoch.  Rank ``r`` gets positions ``r, r + W, r + 2W, ...`` of that permutation,
+    so with ``B`` faces a batch per rank, step ``k`` of the ``W`` ranks together
+    covers positions ``[k*W*B, (k+1)*W*B)``: the ``k``-th batch of one process
+    with batch ``W*B`` (when ``n`` is a multiple of ``W``; otherwise the padding
+    repeats up to ``W - 1`` faces in the last step).
+    """
+    sampler = train_sampler(n, rank, world_size, seed, shuffle=shuffle, drop_last=drop_last)
+    sampler.set_epoch(int(epoch))
+    return np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))
+
+
+shard_indices = epoch_indices  # the former name (the hand-written sharding it named is gone)
 
 
 def all_reduce_mean(value: float) -> float:

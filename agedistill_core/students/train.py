@@ -36,7 +36,7 @@ from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.checkpoint import load_checkpoint, load_into, restore_rng, save_checkpoint
 from agedistill_core.students.data import FaceDataset, FaceSet, iter_batches, load_split
-from agedistill_core.students.distributed import all_reduce_mean, barrier, init_distributed, shard_indices
+from agedistill_core.students.distributed import all_reduce_mean, barrier, epoch_indices, init_distributed
 from agedistill_core.students.losses import agreement_weights, band_weights, make_loss
 from agedistill_core.students.zoo import STUDENTS, create_student
 
@@ -187,7 +187,9 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
                 log(f"{arch}: converged after epoch {epoch} (val loss flat for {cfg.patience} epochs "
                     f"after two rate decays); stopping")
             break
-        idx = shard_indices(len(train_ds), dist_info.rank, dist_info.world_size, epoch, seed)
+        # DistributedSampler orders epoch e by seed + e: spread the training seeds apart so that
+        # seed 1 does not replay seed 0's next epoch
+        idx = epoch_indices(len(train_ds), dist_info.rank, dist_info.world_size, epoch, seed * 1_000_003)
         model.train()
         tot_loss = tot_err = seen = 0.0
         steps = 0

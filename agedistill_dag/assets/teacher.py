@@ -22,7 +22,7 @@ def teacher_soft_labels(context: dg.AssetExecutionContext, config: AgedistillCon
           description="One row per labelled face: teacher age, vector, agreement, split, ground truth.")
 def vmage_table(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
     settings = config.settings()
-    summary = run_vmage(settings, log=context.log.info)
+    summary = run_vmage(settings, log=context.log.info, strict=False)  # failed checks show as asset checks
     meta = {"faces": summary["faces"], "age_groups": dg.MetadataValue.md(summary["age_group_table"]),
             "age_group_plot": dg.MetadataValue.path(summary["age_group_plot"]),
             "splits": dg.MetadataValue.json(summary["splits"]),

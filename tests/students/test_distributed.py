@@ -1,4 +1,4 @@
-"""DDP helpers: sharding, single-process no-ops, and a real 2-process gloo run."""
+"""DDP helpers: per-rank sample order (DistributedSampler), single-process no-ops, a real 2-process gloo run."""
 from __future__ import annotations
 
 import json
@@ -18,25 +18,55 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("n,world", [(10, 3), (9, 3), (1, 4), (7, 1), (100, 8)])
-def test_shard_indices_cover_and_equal_length(n, world):
-    shards = [D.shard_indices(n, r, world, epoch=2, seed=5) for r in range(world)]
+def test_epoch_indices_cover_and_equal_length(n, world):
+    shards = [D.epoch_indices(n, r, world, epoch=2, seed=5) for r in range(world)]
     per = -(-n // world)
-    assert all(len(s) == per for s in shards)
+    assert all(len(s) == per for s in shards)  # the same number of batches on every rank
     allidx = np.concatenate(shards)
     assert set(allidx.tolist()) == set(range(n))
     assert len(allidx) - len(set(allidx.tolist())) == per * world - n  # only the padding repeats
     assert all(s.dtype == np.int64 for s in shards)
 
 
-def test_shard_indices_deterministic_and_per_epoch():
-    a = D.shard_indices(50, 1, 2, epoch=0, seed=1)
-    assert np.array_equal(a, D.shard_indices(50, 1, 2, epoch=0, seed=1))
-    assert not np.array_equal(a, D.shard_indices(50, 1, 2, epoch=1, seed=1))
-    assert not np.array_equal(a, D.shard_indices(50, 1, 2, epoch=0, seed=2))
-    assert np.array_equal(D.shard_indices(6, 0, 2, 0, 0, shuffle=False), [0, 2, 4])
-    assert len(D.shard_indices(0, 0, 2, 0, 0)) == 0
+def test_epoch_indices_deterministic_and_per_epoch():
+    a = D.epoch_indices(50, 1, 2, epoch=0, seed=1)
+    assert np.array_equal(a, D.epoch_indices(50, 1, 2, epoch=0, seed=1))
+    assert not np.array_equal(a, D.epoch_indices(50, 1, 2, epoch=1, seed=1))
+    assert not np.array_equal(a, D.epoch_indices(50, 1, 2, epoch=0, seed=2))
+    assert np.array_equal(D.epoch_indices(6, 0, 2, 0, 0, shuffle=False), [0, 2, 4])
+    assert len(D.epoch_indices(0, 0, 2, 0, 0)) == 0
     with pytest.raises(ValueError):
-        D.shard_indices(10, 2, 2, 0, 0)
+        D.epoch_indices(10, 2, 2, 0, 0)
+    assert D.shard_indices is D.epoch_indices  # the former name still works
+
+
+def test_epoch_indices_are_the_distributed_sampler_after_set_epoch():
+    from torch.utils.data import DistributedSampler
+
+    for rank in range(3):
+        sampler = DistributedSampler(range(20), num_replicas=3, rank=rank, shuffle=True, seed=7)
+        sampler.set_epoch(4)
+        assert D.epoch_indices(20, rank, 3, epoch=4, seed=7).tolist() == list(iter(sampler))
+    s = D.train_sampler(20, 1, 3, seed=7)
+    assert isinstance(s, DistributedSampler) and (s.seed, s.num_replicas, s.rank, s.drop_last) == (7, 3, 1, False)
+    # one process: the whole permutation of the epoch, fixed by (seed, epoch)
+    one = D.epoch_indices(20, 0, 1, epoch=4, seed=7)
+    assert one.tolist() == torch.randperm(20, generator=torch.Generator().manual_seed(7 + 4)).tolist()
+    # drop_last: the tail that does not split evenly is left out instead of padded
+    assert [len(D.epoch_indices(10, r, 3, 0, 0, drop_last=True)) for r in range(3)] == [3, 3, 3]
+
+
+@pytest.mark.parametrize("n,world,batch", [(24, 2, 4), (22, 2, 4), (30, 3, 4), (12, 4, 5)])
+def test_ranks_batches_together_are_one_process_batch_of_world_times_batch(n, world, batch):
+    """The data side of "W ranks of batch B train like one process of batch W*B" (n a multiple of W)."""
+    shards = [D.epoch_indices(n, r, world, epoch=1, seed=3) for r in range(world)]
+    one = D.epoch_indices(n, 0, 1, epoch=1, seed=3)
+    steps = -(-len(shards[0]) // batch)
+    assert steps == -(-n // (world * batch))
+    for k in range(steps):
+        together = np.concatenate([s[k * batch:(k + 1) * batch] for s in shards])
+        assert sorted(together.tolist()) == sorted(one[k * world * batch:(k + 1) * world * batch].tolist())
+        assert len(set(len(s[k * batch:(k + 1) * batch]) for s in shards)) == 1  # equal halves every step
 
 
 def test_single_process_is_a_noop(monkeypatch):
@@ -75,7 +105,7 @@ WORKER = textwrap.dedent(
     grads = [p.grad.clone() for p in model.parameters()]
     opt.step()
     mean_loss = D.all_reduce_mean(loss.item())
-    shard = D.shard_indices(11, info.rank, info.world_size, epoch=3, seed=7)
+    shard = D.epoch_indices(11, info.rank, info.world_size, epoch=3, seed=7)
     out = {
         "rank": info.rank, "is_main": info.is_main, "local_rank": info.local_rank,
         "device": str(info.device),
