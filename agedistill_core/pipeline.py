@@ -8,7 +8,9 @@ these same functions; ``run_all`` just calls them in order.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+from pathlib import Path
 from typing import Callable
 
 import pyarrow.compute as pc
@@ -18,13 +20,15 @@ from agedistill_core.crops import StageResult, crop_shard
 from agedistill_core.datasets import build_manifest
 from agedistill_core.errors import ConfigError, DataError
 from agedistill_core.evaluate.benchmark import run_benchmark
-from agedistill_core.evaluate.robustness import base_faces, build_lfwc_partition, run_robustness, selected
+from agedistill_core.evaluate.robustness import COMPLETE as LFWC_COMPLETE
+from agedistill_core.evaluate.robustness import (base_faces, build_lfwc_partition, complete_parts, partition_dir,
+                                                 run_robustness, selected)
 from agedistill_core.labels import label_shard
 from agedistill_core.settings import Settings
-from agedistill_core.shards import atomic_write_text, read_table
-from agedistill_core.students.train import train_student
+from agedistill_core.shards import atomic_write_text, read_table, shard_path, table_metadata
+from agedistill_core.students.train import run_dir, train_student
 from agedistill_core.teacher.report import age_group_report
-from agedistill_core.vmage import build_vmage, check_vmage, manifest_crops, per_source, summarize
+from agedistill_core.vmage import build_vmage, check_vmage, manifest_crops, per_source, sources_markdown, summarize
 
 Log = Callable[[str], None]
 
@@ -92,6 +96,7 @@ def run_vmage(settings: Settings, log: Log = print, *, strict: bool = True) -> d
     crops = manifest_crops(settings, ["image_id", "face", "status"])
     summary = summarize(table, crops)
     summary["sources"] = per_source(table, read_table(settings.manifest_path, ["image_id", "dataset"]), crops)
+    summary["sources_table"] = sources_markdown(summary["sources"])
     checks = check_vmage(table, crops)
     summary["checks"] = {c.name: c.passed for c in checks}
     report = age_group_report(table, settings.workdir)
@@ -99,6 +104,8 @@ def run_vmage(settings: Settings, log: Log = print, *, strict: bool = True) -> d
     summary["age_group_table"] = report["markdown"]
     atomic_write_text(settings.workdir / "vmage_summary.json", json.dumps(summary, indent=2))
     log(f"label table: {summary['faces']} faces, groups {summary['age_groups']}")
+    if len(summary["sources"]) > 1:
+        log("per source:\n" + summary["sources_table"])
     failed = [c for c in checks if not c.passed]
     if strict and failed:
         names = {c.name for c in failed}
@@ -155,3 +162,75 @@ def run_all(settings: Settings, log: Log = print) -> str:
     run_benchmark(settings, log=log)
     run_robustness(settings, log=log)
     return (settings.benchmarks_dir / "benchmark.md").read_text()
+
+
+# -- versions: what a scheduler (Dagster) compares to tell stale from fresh ---------------
+# The settings sections each stage reads, besides its inputs (the same sections dvc.yaml
+# lists as `params`, plus those the stage's own version stamp covers: crops hash
+# dataset + faces, LFW+C partitions dataset + faces + split + corruptions).
+STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "manifest": ("dataset", "split", "seed", "shard_size"),
+    "crops": ("dataset", "faces"),
+    "label": ("teacher",),
+    "vmage": (),
+    "lfwc": ("dataset", "faces", "split", "corruptions"),
+    "train": ("students", "faces", "seed"),
+    "evaluate": ("evaluate", "corruptions"),
+}
+
+
+def settings_version(settings: Settings, stage: str) -> str:
+    """Hash of the settings sections ``stage`` reads: changes exactly when a setting that
+    changes the stage's output changes (for crops and LFW+C it is the hash their files record)."""
+    if stage not in STAGE_SETTINGS:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_SETTINGS)}")
+    return settings.section_hash(*STAGE_SETTINGS[stage])
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(hashlib.sha1(part).digest())
+    return h.hexdigest()[:12]
+
+
+def _file_digest(*paths: Path) -> str | None:
+    """Hash of the files' bytes (None when the first is missing; later missing ones count as empty)."""
+    if not paths[0].is_file():
+        return None
+    return _digest(*(p.read_bytes() if p.is_file() else b"" for p in paths))
+
+
+def stage_version(settings: Settings, stage: str, key=None) -> str | None:
+    """The version of what ``stage`` has written for ``key``, or None when it has not.
+
+    ``key``: a shard id (crops, label), a ``(corruption, severity)`` pair (lfwc), an
+    architecture (train); none for the others.  Crops and labels report the version
+    their shard files record (a settings hash; a label shard's chains its crop
+    shard's), an LFW+C partition its completion record; the label table hashes its
+    inputs' versions (the manifest and the label shards); the manifest, checkpoints
+    and benchmark tables hash their bytes.  Equal versions mean equal data, so a
+    re-run that the stage skips reports the version it reported before.
+    """
+    if stage == "manifest":
+        return _file_digest(settings.manifest_path)
+    if stage in ("crops", "label"):
+        path = shard_path(settings.crops_dir if stage == "crops" else settings.labels_dir, key)
+        return (table_metadata(path).get("version") or None) if path.is_file() else None
+    if stage == "vmage":
+        manifest = stage_version(settings, "manifest")
+        if manifest is None or not settings.vmage_path.is_file():
+            return None
+        labels = [[sid, stage_version(settings, "label", sid)] for sid in manifest_shards(settings)]
+        return _digest(json.dumps([manifest, labels]).encode())
+    if stage == "lfwc":
+        name, severity = key
+        if complete_parts(settings, name, int(severity)) is None:
+            return None
+        return _file_digest(partition_dir(settings, name, int(severity)) / LFWC_COMPLETE)
+    if stage == "train":
+        return _file_digest(run_dir(settings, key) / "best.pt")
+    if stage == "evaluate":
+        out = settings.benchmarks_dir
+        return _file_digest(out / "benchmark.parquet", out / "robustness.parquet")
+    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_SETTINGS)}")

@@ -50,6 +50,7 @@ class FaceSettings:
     min_score: float = 0.5
     whole_image_fallback: bool = True  # a crop with no detection becomes its own box
     whole_image_max_side: int = 512   # ...if its longer side is at most this (larger: a photo -> no_face)
+    min_face: int = 24             # a face box under this many pixels (shorter side) is `too_small`; 0 = off
     jpeg_quality: int = 95
     workers: int = 1
 
@@ -387,6 +388,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{s.profile}.faces.align must be 'none' or 'dlib5', got {s.faces.align!r}")
     if not 0 <= s.faces.align_padding <= 1:
         raise ConfigError(f"{s.profile}.faces.align_padding must be in [0, 1], got {s.faces.align_padding}")
+    _number(s.faces.min_face, f"{s.profile}.faces.min_face", low=0, whole=True)
     if s.faces.workers < 1:
         raise ConfigError(f"{s.profile}.faces.workers must be >= 1, got {s.faces.workers}")
     if not s.teacher.members:

@@ -162,3 +162,15 @@ def check_vmage(table: pa.Table, crops: pa.Table) -> list[CheckResult]:
     results.append(CheckResult("counts_match_crops", usable == table.num_rows,
                                f"{table.num_rows} labelled faces vs {usable} usable crops"))
     return results
+
+
+def sources_markdown(per: dict) -> str:
+    """The per-source summary (``per_source``) as a Markdown table: faces, statuses, teacher MAE."""
+    statuses = sorted({k for row in per.values() for k in row["status"]})
+    lines = ["| source | images | labelled | " + " | ".join(statuses) + " | teacher MAE to real age |",
+             "|---|---|---|" + "---|" * len(statuses) + "---|"]
+    for src, row in per.items():
+        mae_txt = "-" if row.get("teacher_mae") is None else f"{row['teacher_mae']:.2f}"
+        lines.append(f"| {src} | {row['images']} | {row['labelled']} | "
+                     + " | ".join(str(row["status"].get(k, 0)) for k in statuses) + f" | {mae_txt} |")
+    return "\n".join(lines) + "\n"

@@ -93,8 +93,19 @@ def load_student(path: str | Path) -> LoadedStudent:
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
     loss = make_loss(cfg["students"]["loss"])
+    bad = [k for k, v in ckpt["model"].items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"checkpoint {path} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): "
+                              "its training diverged; retrain with a lower students.lr, or use another checkpoint")
     model = create_student_quiet(cfg["arch"], int(cfg["n_outputs"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        first = " ".join(str(exc).split())[:140]
+        raise CheckpointError(f"checkpoint {path} says arch {cfg['arch']!r} with {cfg['n_outputs']} output(s), but its "
+                              f"weights do not fit that network ({first} ...); the file is damaged or mislabelled: "
+                              "retrain, or point --checkpoint at the right file") from None
     model.eval()
     return LoadedStudent(cfg["arch"], model, loss, int(cfg["input_size"]), cfg, name=f"student {cfg['arch']}")
 

@@ -112,10 +112,17 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, random bytes, unsafe pickle, ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        text = str(e)
+        if "Weights only load failed" in text or "Unsupported global" in text or "unsupported global" in text:
+            raise CheckpointError(
+                f"checkpoint {path} was refused: it holds Python objects, not only tensors and plain data, "
+                f"and loading it could run code; use a checkpoint written by agedistill ({_FIX})"
+            ) from None
+        msg = " ".join(text.split())
+        msg = msg if len(msg) <= 160 else msg[:157].rsplit(" ", 1)[0] + " ..."
         raise CheckpointError(
-            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {msg[:200]}); {_FIX}"
-        ) from e
+            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}: {msg}); {_FIX}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an agedistill student checkpoint; {_FIX}")
     if ckpt.get("version") != VERSION:

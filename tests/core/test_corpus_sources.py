@@ -161,3 +161,14 @@ def test_single_dataset_profiles_are_one_source(tmp_path):
     (src,) = s.sources
     assert (src.id, src.name, src.root) == ("folder", "folder", s.data_root)
     assert src.faces == s.faces and src.split == s.split
+
+
+@needs_corpus
+def test_per_source_table_lists_every_source(corpus):
+    import json
+
+    settings = load_settings("corpus", corpus)
+    table = json.loads((settings.workdir / "vmage_summary.json").read_text())["sources_table"]
+    lines = table.strip().splitlines()
+    assert lines[0].startswith("| source | images | labelled |") and len(lines) == 2 + 4
+    assert any(line.startswith("| lfw | 24 |") and line.endswith("| - |") for line in lines)

@@ -1,0 +1,172 @@
+"""Ship a trained student: weights-only checkpoint, ONNX, and a model card with its numbers.
+
+    python -m agedistill_core.students.ship --profile corpus \\
+        --checkpoint data/corpus/students/mn3_small/best.pt --report results/report.json \\
+        --out models/mn3_small_distilled
+
+``--report`` is the JSON that ``python -m agedistill_core.students.report --json``
+wrote for this checkpoint (its rows: MAE per evaluation set and age band,
+FairFace groups).  Speed is measured here, in one run: the student on
+onnxruntime against the profile's teacher (its whole labelling path), per face
+at batch 1 and at batch 32, one thread each.  Writes ``best.pt`` (model and
+config only: no optimizer, no RNG), ``model.onnx`` and ``MODEL_CARD.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agedistill_core.errors import AgedistillError
+from agedistill_core.settings import load_settings
+from agedistill_core.shards import atomic_write_text
+
+
+def _median_time(fn, reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def measure_speed(onnx_path: Path, input_size: int, settings, reps: int = 20) -> dict:
+    """ms per face: student (onnxruntime, 1 thread) and the teacher's labelling path (1 thread)."""
+    import onnxruntime as ort
+
+    from agedistill_core.labels import get_teacher
+
+    torch.set_num_threads(1)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    out = {}
+    rng = np.random.default_rng(0)
+    teacher = get_teacher(replace(settings, teacher=replace(settings.teacher, threads=1)))
+    size = max(teacher.input_sizes)  # what the label stage hands the teacher (decoding excluded on both sides)
+    crops = rng.integers(0, 256, (32, size, size, 3), dtype=np.uint8)
+    for batch in (1, 32):
+        x = rng.standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
+        s = _median_time(lambda: sess.run(None, {name: x}), reps) / batch
+        t = _median_time(lambda: teacher.label(list(crops[:batch])), max(3, reps // 5)) / batch
+        out[batch] = {"student_ms": s * 1e3, "teacher_ms": t * 1e3, "ratio": t / s}
+    return out
+
+
+def _fmt(v, nd=2) -> str:
+    return "-" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{nd}f}"
+
+
+def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path) -> str:
+    cfg = ckpt["config"]
+    st = cfg.get("students", {})
+    data = cfg.get("data", {})
+    run = checkpoint.parent.name
+    rows = [r for r in report.get("by_source", []) if r.get("run") in (run, "teacher")]
+    groups = [r for r in report.get("rows", []) if r.get("run") in (run, "teacher") and r.get("group_top1")]
+    lines = [
+        f"# {cfg['arch']} distilled age estimator ({run})",
+        "",
+        f"A {cfg['timm']} student ({cfg['input_size']} px input, one output: the age in years) trained by "
+        "knowledge distillation: it learned the teacher's ages on a corpus of faces, never the real ages.",
+        "",
+        "## Data",
+        f"- Corpus: profile `{cfg['profile']}` of params.yaml, sources "
+        f"{', '.join(s.id for s in settings.sources)}; {data.get('train_faces', '?')} training and "
+        f"{data.get('val_faces', '?')} validation faces, labelled by the teacher "
+        f"({', '.join(map(str, settings.teacher.members))}, {settings.teacher.variants} test-time variants, soft vote).",
+        "- Kept out of training: the test splits of UTKFace crop_part1 and of a fixed-seed 20% of UTKFace rest.",
+        f"- Framing (what `agedistill predict` does before the network): detector `{cfg.get('faces', {}).get('detector')}`, "
+        f"alignment `{cfg.get('faces', {}).get('align')}`, {cfg.get('faces', {}).get('crop_size')} px crop with margin "
+        f"{cfg.get('faces', {}).get('margin')}, resized to {cfg['input_size']} px; RGB minus the VGGFace2 mean "
+        "(131.0912, 103.8827, 91.4953).",
+        "",
+        "## Recipe",
+        f"- Loss `{st.get('loss')}`, weighting `{st.get('weighting')}`, balance `{st.get('balance', 'none')}`; SGD lr "
+        f"{cfg.get('lr')} x{st.get('lr_gamma')} every {st.get('lr_step_epochs')} epochs, momentum {st.get('momentum')}, "
+        f"batch {cfg.get('batch_size')}, SPEC augmentation, seed {cfg.get('seed')}; best validation loss kept "
+        f"(epoch {int(ckpt.get('epoch', -1)) + 1}); from random weights (no ImageNet weights offline).",
+        "",
+        "## Accuracy (test splits, MAE in years)",
+        "",
+        "| model | set | faces | MAE to real age | MAE to teacher | 0-15 | 16-25 | 26-35 | 36-45 | 46-60 | 61+ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("mae_to_ground_truth") is None:
+            continue
+        lines.append(f"| {r['run']} | {r['source']} | {r['test_faces']} | {_fmt(r['mae_to_ground_truth'])} | "
+                     f"{_fmt(r['mae_to_teacher'])} | " + " | ".join(
+                         _fmt(r.get(k)) for k in ("mae_0_15", "mae_16_25", "mae_26_35", "mae_36_45", "mae_46_60",
+                                                  "mae_61_plus")) + " |")
+    if groups:
+        lines += ["", "FairFace (photos, 9 age groups; the predicted age mapped to its group, no fine-tuning):", "",
+                  "| model | faces | top-1 | 1-off |", "|---|---|---|---|"]
+        for r in groups:
+            lines.append(f"| {r['run']} | {r['test_faces']} | {_fmt(r['group_top1'], 3)} | {_fmt(r['group_1off'], 3)} |")
+    lines += ["", "## Speed (one CPU thread, per face; measured by `ship` in one run)", "",
+              "| batch | student (onnxruntime) | teacher (labelling path) | student is faster by |", "|---|---|---|---|"]
+    for b, v in speed.items():
+        lines.append(f"| {b} | {v['student_ms']:.2f} ms | {v['teacher_ms']:.2f} ms | {v['ratio']:.1f}x |")
+    lines += ["", "## Use", "", "```sh", "agedistill predict photo.jpg --format csv   # this model is the default",
+              "```", "", "## Limits",
+              "- Learned from one teacher (a small ONNX age network), so it inherits the teacher's biases; it is "
+              "no better than the teacher on average.",
+              "- Errors are largest for children and the elderly (see the per-band MAE above); ages are apparent "
+              "ages as the teacher sees them, not identity documents.",
+              "- Trained from scratch on about 30k faces; a face the detector frames differently (profile views, "
+              "heavy occlusion) may get a poor estimate.",
+              "- Research use: the training faces (UTKFace, LFW, CelebA) are for non-commercial research.", ""]
+    return "\n".join(lines)
+
+
+def ship(profile: str, checkpoint: str, report: str, out: str, params: str | None = None) -> Path:
+    from agedistill_core.students.checkpoint import load_checkpoint
+    from agedistill_core.students.export import export_checkpoint
+
+    settings = load_settings(profile, params)
+    ckpt = load_checkpoint(checkpoint)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slim = {k: ckpt[k] for k in ("format", "version", "model", "epoch", "best_val", "config") if k in ckpt}
+    slim.update(optimizer=None, scheduler=None, rng=None, extra={"val_mae": (ckpt.get("extra") or {}).get("val_mae")})
+    from agedistill_core.shards import atomic_path
+    with atomic_path(out_dir / "best.pt") as tmp:
+        torch.save(slim, tmp)
+    print(export_checkpoint(out_dir / "best.pt", out_dir / "model.onnx"), file=sys.stderr)
+    speed = measure_speed(out_dir / "model.onnx", int(ckpt["config"]["input_size"]), settings)
+    card = model_card(ckpt, json.loads(Path(report).read_text()), speed, settings, Path(checkpoint))
+    atomic_write_text(out_dir / "MODEL_CARD.md", card)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m agedistill_core.students.ship", description=__doc__.split("\n\n")[0])
+    p.add_argument("--profile", required=True)
+    p.add_argument("--params")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--report", required=True, help="JSON from `python -m agedistill_core.students.report --json`")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    try:
+        path = ship(a.profile, a.checkpoint, a.report, a.out, a.params)
+    except AgedistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"shipped: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
