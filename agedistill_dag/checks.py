@@ -3,19 +3,23 @@ counts match the crops.  The logic lives in ``agedistill_core.vmage.check_vmage`
 import dagster as dg
 
 from agedistill_core.shards import read_table
-from agedistill_core.vmage import manifest_crops
-from agedistill_core.vmage import check_vmage
-from agedistill_dag.assets.teacher import vmage_table
+from agedistill_core.vmage import check_vmage, manifest_crops
+from agedistill_dag.profile import Profile
 from agedistill_dag.resources import AgedistillConfig
 
 CHECK_NAMES = ["ages_in_range", "vectors_sum_to_one", "unique_ids", "counts_match_crops"]
 
 
-@dg.multi_asset_check(specs=[dg.AssetCheckSpec(name, asset=vmage_table) for name in CHECK_NAMES])
-def vmage_checks(config: AgedistillConfig):
-    settings = config.settings()
-    table = read_table(settings.vmage_path)
-    crops = manifest_crops(settings, ["image_id", "status"])
-    for result in check_vmage(table, crops):
-        yield dg.AssetCheckResult(check_name=result.name, asset_key=vmage_table.key, passed=result.passed,
-                                  metadata={"detail": result.detail})
+def vmage_checks(p: Profile) -> dg.AssetChecksDefinition:
+    table_key = p.key("vmage_table")
+
+    @dg.multi_asset_check(specs=[dg.AssetCheckSpec(name, asset=table_key) for name in CHECK_NAMES])
+    def vmage_checks(context: dg.AssetCheckExecutionContext, config: AgedistillConfig):
+        settings = p.run_settings(config, context, "vmage")
+        table = read_table(settings.vmage_path)
+        crops = manifest_crops(settings, ["image_id", "status"])
+        for result in check_vmage(table, crops):
+            yield dg.AssetCheckResult(check_name=result.name, asset_key=table_key, passed=result.passed,
+                                      metadata={"detail": result.detail})
+
+    return vmage_checks

@@ -1,4 +1,8 @@
-"""The one resource: which params.yaml profile the assets run with."""
+"""The one resource: which params.yaml profile the assets run with.
+
+``build_definitions`` binds it to the profile the definitions were built for; a run
+that points it at another profile is refused (``Profile.run_settings``), since the
+asset keys and partitions are that profile's own."""
 from __future__ import annotations
 
 from typing import Optional

@@ -2,18 +2,22 @@
 import dagster as dg
 
 from agedistill_core.evaluate.robustness import build_lfwc_partition
-from agedistill_dag.assets.teacher import vmage_table
 from agedistill_dag.partitions import lfwc_partitions
+from agedistill_dag.profile import Profile, data_version
 from agedistill_dag.resources import AgedistillConfig
 
 
-@dg.asset(group_name="robustness", partitions_def=lfwc_partitions, deps=[vmage_table],
-          description="The evaluation crops under one corruption at one severity (lossless PNG shards).")
-def lfwc_images(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
-    settings = config.settings()
-    keys = context.partition_key.keys_by_dimension
-    result = build_lfwc_partition(settings, keys["corruption"], int(keys["severity"]), force=True,
-                                  log=context.log.info)
-    return dg.MaterializeResult(metadata={
-        "faces": result.rows, **{f"status_{k}": v for k, v in result.counts.items()},
-        "path": dg.MetadataValue.path(str(result.path))})
+def assets(p: Profile) -> list[dg.AssetsDefinition]:
+    @dg.asset(key=p.key("lfwc_images"), group_name="robustness", partitions_def=lfwc_partitions,
+              deps=[p.key("vmage_table")], code_version=p.code_version("lfwc"),
+              description="The evaluation crops under one corruption at one severity (lossless PNG shards).")
+    def lfwc_images(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
+        settings = p.run_settings(config, context, "lfwc")
+        keys = context.partition_key.keys_by_dimension
+        name, severity = keys["corruption"], int(keys["severity"])
+        result = build_lfwc_partition(settings, name, severity, log=context.log.info)  # skipped when complete
+        return dg.MaterializeResult(data_version=data_version(settings, "lfwc", (name, severity)), metadata={
+            "faces": result.rows, **{f"status_{k}": v for k, v in result.counts.items()},
+            "up_to_date": result.skipped, "path": dg.MetadataValue.path(str(result.path))})
+
+    return [lfwc_images]

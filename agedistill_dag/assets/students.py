@@ -1,19 +1,32 @@
-"""The label table -> one trained student per architecture partition."""
+"""The label table -> one trained student per run (architecture + recipe) partition."""
 import dagster as dg
 
-from agedistill_core.students.train import train_student
-from agedistill_dag.assets.teacher import vmage_table
-from agedistill_dag.partitions import student_partitions
+from agedistill_core.errors import ConfigError
+from agedistill_core.students.train import run_name, train_student
+from agedistill_dag.profile import Profile, data_version, image_md
 from agedistill_dag.resources import AgedistillConfig
 
 
-@dg.asset(group_name="students", partitions_def=student_partitions, deps=[vmage_table],
-          description="Best-validation checkpoint of one student trained on the teacher's ages.")
-def student_checkpoints(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
-    settings = config.settings()
-    summary = train_student(settings, context.partition_key, log=context.log.info, progress=False)
-    metrics = f"{summary['dir']}/metrics.png"
-    return dg.MaterializeResult(metadata={
-        "epochs": summary["epochs"], "train_faces": summary["train_faces"], "val_faces": summary["val_faces"],
-        "best_val_mae": summary["best_val_mae"], "checkpoint": dg.MetadataValue.path(summary["checkpoint"]),
-        "metrics_plot": dg.MetadataValue.path(metrics)})
+def assets(p: Profile) -> list[dg.AssetsDefinition]:
+    @dg.asset(key=p.key("student_checkpoints"), group_name="students", partitions_def=p.students,
+              deps=[p.key("vmage_table")], code_version=p.code_version("train"),
+              description="Best-validation checkpoint of one student run (partition = run name: the "
+                          "architecture plus what differs from the default recipe).")
+    def student_checkpoints(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
+        settings = p.run_settings(config, context, "train")
+        arch = p.runs[context.partition_key]
+        if run_name(settings, arch) != context.partition_key:
+            raise ConfigError(f"params.yaml changed the recipe: {arch} now trains as run "
+                              f"{run_name(settings, arch)!r}, not {context.partition_key!r}; "
+                              f"reload the code location")
+        # resumes from last.pt: a finished run with the same recipe and data trains no further epoch
+        summary = train_student(settings, arch, log=context.log.info, progress=False)
+        metrics = f"{summary['dir']}/metrics.png"
+        return dg.MaterializeResult(data_version=data_version(settings, "train", arch), metadata={
+            "arch": arch, "run": summary["run"], "epochs": summary["epochs"],
+            "train_faces": summary["train_faces"], "val_faces": summary["val_faces"],
+            "best_val_mae": summary["best_val_mae"], "checkpoint": dg.MetadataValue.path(summary["checkpoint"]),
+            "training_curves": image_md(metrics, f"{summary['run']} training curves"),
+            "metrics_plot": dg.MetadataValue.path(metrics)})
+
+    return [student_checkpoints]

@@ -5,30 +5,37 @@ import dagster as dg
 
 from agedistill_core.labels import label_shard
 from agedistill_core.pipeline import run_vmage
-from agedistill_dag.assets.data import face_crops
-from agedistill_dag.partitions import shard_partitions
+from agedistill_dag.profile import Profile, data_version, image_md
 from agedistill_dag.resources import AgedistillConfig
 
 
-@dg.asset(group_name="teacher", partitions_def=shard_partitions, deps=[face_crops],
-          description="Per face: the teacher's voted 101-bin vector, expected age, member vectors.")
-def teacher_soft_labels(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
-    settings = config.settings()
-    result = label_shard(settings, context.partition_key, force=True)
-    return dg.MaterializeResult(metadata={"faces": result.rows, "path": dg.MetadataValue.path(str(result.path))})
+def assets(p: Profile) -> list[dg.AssetsDefinition]:
+    @dg.asset(key=p.key("teacher_soft_labels"), group_name="teacher", partitions_def=p.shards,
+              deps=[p.key("face_crops")], code_version=p.code_version("label"),
+              description="Per face: the teacher's voted 101-bin vector, expected age, member vectors.")
+    def teacher_soft_labels(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
+        settings = p.run_settings(config, context, "label")
+        result = label_shard(settings, context.partition_key)  # skipped when its crops and teacher are unchanged
+        return dg.MaterializeResult(data_version=data_version(settings, "label", context.partition_key), metadata={
+            "faces": result.rows, "up_to_date": result.skipped, "path": dg.MetadataValue.path(str(result.path))})
 
+    @dg.asset(key=p.key("vmage_table"), group_name="teacher", deps=[teacher_soft_labels],
+              code_version=p.code_version("vmage"),
+              description="One row per labelled face: teacher age, vector, agreement, split, ground truth.")
+    def vmage_table(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
+        settings = p.run_settings(config, context, "vmage")
+        summary = run_vmage(settings, log=context.log.info, strict=False)  # failed checks show as asset checks
+        meta = {"faces": summary["faces"], "age_groups": dg.MetadataValue.md(summary["age_group_table"]),
+                "age_group_histogram": image_md(summary["age_group_plot"], "teacher ages by SPEC group"),
+                "age_group_plot": dg.MetadataValue.path(summary["age_group_plot"]),
+                "splits": dg.MetadataValue.json(summary["splits"]),
+                "crop_status": dg.MetadataValue.json(summary.get("crop_status", {})),
+                "path": dg.MetadataValue.path(str(settings.vmage_path))}
+        if summary.get("sources_table"):
+            meta["sources"] = dg.MetadataValue.md(summary["sources_table"])
+        if "teacher_mae_to_ground_truth" in summary:
+            meta["teacher_mae_to_ground_truth"] = round(summary["teacher_mae_to_ground_truth"], 3)
+        context.log.info(json.dumps(summary))
+        return dg.MaterializeResult(data_version=data_version(settings, "vmage"), metadata=meta)
 
-@dg.asset(group_name="teacher", deps=[teacher_soft_labels],
-          description="One row per labelled face: teacher age, vector, agreement, split, ground truth.")
-def vmage_table(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
-    settings = config.settings()
-    summary = run_vmage(settings, log=context.log.info, strict=False)  # failed checks show as asset checks
-    meta = {"faces": summary["faces"], "age_groups": dg.MetadataValue.md(summary["age_group_table"]),
-            "age_group_plot": dg.MetadataValue.path(summary["age_group_plot"]),
-            "splits": dg.MetadataValue.json(summary["splits"]),
-            "crop_status": dg.MetadataValue.json(summary.get("crop_status", {})),
-            "path": dg.MetadataValue.path(str(settings.vmage_path))}
-    if "teacher_mae_to_ground_truth" in summary:
-        meta["teacher_mae_to_ground_truth"] = round(summary["teacher_mae_to_ground_truth"], 3)
-    context.log.info(json.dumps(summary))
-    return dg.MaterializeResult(metadata=meta)
+    return [teacher_soft_labels, vmage_table]

@@ -1,58 +1,124 @@
-"""The Dagster definitions: the asset keys users see, partitions, checks, schedule."""
+"""The Dagster definitions: the asset keys users see, partitions, checks, schedule, profiles apart."""
 import dagster as dg
+import numpy as np
+import pytest
 
+from agedistill_core.images import encode_jpeg
 from agedistill_core.students.zoo import STUDENTS
-from agedistill_dag.definitions import defs
+from agedistill_dag.definitions import build_definitions
 from agedistill_dag.partitions import STUDENT_ARCHS
+from agedistill_dag.profile import Profile
+from agedistill_dag.resources import AgedistillConfig
+from agedistill_testing import write_params
 
-EXPECTED = {"face_manifest", "face_crops", "teacher_soft_labels", "vmage_table", "student_checkpoints",
-            "benchmark_tables"}
+EXPECTED = {"face_manifest", "face_crops", "teacher_soft_labels", "vmage_table", "lfwc_images",
+            "student_checkpoints", "benchmark_tables"}
+
+
+def _images(root, n: int) -> None:
+    root.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        (root / f"{i}.jpg").write_bytes(encode_jpeg(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)))
+
+
+def _two_profiles(tmp_path):
+    """Profiles `a` and `b` over the same folder; `b` trains another recipe (real ages, a tag)."""
+    root = tmp_path / "imgs"
+    _images(root, 3)
+    common = {"shard_size": 2, "dataset": {"name": "folder", "root": str(root)},
+              "faces": {"detector": "none", "align": "none"}}
+    return write_params(tmp_path, {
+        "a": {**common, "workdir": str(tmp_path / "wa")},
+        "b": {**common, "workdir": str(tmp_path / "wb"),
+              "students": {"label_source": "ground_truth", "tag": "x"}}}, default="a")
 
 
 def test_asset_keys_groups_and_partitions():
+    defs = build_definitions("demo")
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert EXPECTED <= keys
-    assert graph.get(dg.AssetKey("face_crops")).partitions_def.name == "shards"
-    assert set(graph.get(dg.AssetKey("student_checkpoints")).partitions_def.get_partition_keys()) == set(STUDENT_ARCHS)
+    assert keys == {f"demo/{k}" for k in EXPECTED}
+    assert graph.get(dg.AssetKey(["demo", "face_crops"])).partitions_def.name == "shards_demo"
+    assert graph.get(dg.AssetKey(["demo", "teacher_soft_labels"])).partitions_def.name == "shards_demo"
+    students = graph.get(dg.AssetKey(["demo", "student_checkpoints"])).partitions_def
+    assert set(students.get_partition_keys()) == set(STUDENT_ARCHS)      # the default recipe: run = arch
     assert set(STUDENT_ARCHS) == set(STUDENTS.names())
-    groups = {graph.get(dg.AssetKey(k)).group_name for k in EXPECTED}
-    assert groups == {"data", "teacher", "students", "benchmarks"}
+    groups = {graph.get(dg.AssetKey(["demo", k])).group_name for k in EXPECTED}
+    assert groups == {"data", "teacher", "robustness", "students", "benchmarks"}
+    # every asset has a code version: the hash of the settings sections its stage reads
+    assert all(graph.get(k).code_version for k in graph.get_all_asset_keys())
 
 
 def test_checks_and_weekly_schedule_off_by_default():
+    defs = build_definitions("demo")
     graph = defs.resolve_asset_graph()
-    checks = {k.name for k in graph.asset_check_keys}
-    assert checks == {"ages_in_range", "vectors_sum_to_one", "unique_ids", "counts_match_crops"}
+    assert {k.asset_key for k in graph.asset_check_keys} == {dg.AssetKey(["demo", "vmage_table"])}
+    assert {k.name for k in graph.asset_check_keys} == {"ages_in_range", "vectors_sum_to_one", "unique_ids",
+                                                         "counts_match_crops"}
     (sched,) = defs.schedules
     assert sched.default_status == dg.DefaultScheduleStatus.STOPPED
     assert sched.job_name == "reevaluate"
 
 
+def test_default_profile_from_environment(tmp_path, monkeypatch):
+    params = _two_profiles(tmp_path)
+    monkeypatch.delenv("AGEDISTILL_PROFILE", raising=False)
+    assert Profile.load(params=str(params)).name == "a"                  # params.yaml's default_profile
+    monkeypatch.setenv("AGEDISTILL_PROFILE", "b")
+    defs = build_definitions(params=str(params))
+    assert dg.AssetKey(["b", "face_crops"]) in defs.resolve_asset_graph().get_all_asset_keys()
+
+
+def test_two_profiles_in_one_instance_stay_apart(tmp_path):
+    """Keys, shard partitions and student runs are the profile's own; a run with another
+    profile's config is refused rather than written under the wrong keys."""
+    params = str(_two_profiles(tmp_path))
+    a, b = Profile.load("a", params), Profile.load("b", params)
+    defs_a, defs_b = build_definitions(a), build_definitions(b)
+    keys_a = set(defs_a.resolve_asset_graph().get_all_asset_keys())
+    keys_b = set(defs_b.resolve_asset_graph().get_all_asset_keys())
+    assert not keys_a & keys_b
+    assert a.shards.name == "shards_a" and b.shards.name == "shards_b"
+    # students keyed by run (architecture + recipe): b's recipe differs, so do its partitions
+    assert "mn3_small" in a.students.get_partition_keys()
+    assert "mn3_small-gt-x" in b.students.get_partition_keys()
+    assert b.runs["mn3_small-gt-x"] == "mn3_small"
+
+    instance = dg.DagsterInstance.ephemeral()
+    for p, defs in ((a, defs_a), (b, defs_b)):
+        dg.materialize(list(defs.assets), selection=[p.key("face_manifest")], instance=instance,
+                       resources={"config": p.config()})
+    assert instance.get_dynamic_partitions("shards_a") == ["shard-00000", "shard-00001"]
+    assert instance.get_dynamic_partitions("shards_b") == ["shard-00000", "shard-00001"]
+    dg.materialize(list(defs_a.assets), selection=[a.key("face_crops")], partition_key="shard-00000",
+                   instance=instance, resources={"config": a.config()})
+    assert instance.get_materialized_partitions(a.key("face_crops")) == {"shard-00000"}
+    assert instance.get_materialized_partitions(b.key("face_crops")) == set()
+    assert not (tmp_path / "wb" / "crops").exists()
+
+    with pytest.raises(Exception, match="belong to profile 'a'"):
+        dg.materialize(list(defs_a.assets), selection=[a.key("face_manifest")], instance=instance,
+                       resources={"config": AgedistillConfig(profile="b", params=params)})
+
+
 def test_sensors_request_manifest_refresh_and_missing_shards(tmp_path):
     """Sensors off by default; on a real folder they ask for exactly the missing work."""
-    import numpy as np
-
-    from agedistill_core.images import encode_jpeg
-    from agedistill_dag.materialize import materialize_all
-    from agedistill_dag.resources import AgedistillConfig
-    from agedistill_dag.sensors import new_images_sensor, unlabelled_shards_sensor
-    from agedistill_testing import write_params
-
-    assert new_images_sensor.default_status == dg.DefaultSensorStatus.STOPPED
     root = tmp_path / "imgs"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        (root / f"{i}.jpg").write_bytes(encode_jpeg(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)))
-    p = write_params(tmp_path, {"f": {"workdir": str(tmp_path / "w"), "shard_size": 2,
-                                      "dataset": {"name": "folder", "root": str(root)},
-                                      "faces": {"detector": "none"}}})
+    _images(root, 3)
+    params = write_params(tmp_path, {"f": {"workdir": str(tmp_path / "w"), "shard_size": 2,
+                                           "dataset": {"name": "folder", "root": str(root)},
+                                           "faces": {"detector": "none"}}})
+    p = Profile.load("f", str(params))
+    defs = build_definitions(p)
+    sensors = {s.name: s for s in defs.sensors}
+    new_images_sensor, unlabelled_shards_sensor = sensors["new_images_sensor"], sensors["unlabelled_shards_sensor"]
+    assert new_images_sensor.default_status == dg.DefaultSensorStatus.STOPPED
     instance = dg.DagsterInstance.ephemeral()
-    config = AgedistillConfig(profile="f", params=str(p))
-    ctx = dg.build_sensor_context(instance=instance, resources={"config": config})
+    ctx = dg.build_sensor_context(instance=instance, resources={"config": p.config()})
     assert isinstance(new_images_sensor(ctx), dg.RunRequest)             # no manifest yet
-    dg.materialize([*defs.assets], selection="face_manifest", instance=instance, resources={"config": config})
+    dg.materialize(list(defs.assets), selection=[p.key("face_manifest")], instance=instance,
+                   resources={"config": p.config()})
     assert isinstance(new_images_sensor(ctx), dg.SkipReason)
     requests = unlabelled_shards_sensor(dg.build_sensor_context(instance=instance))
     assert sorted(r.partition_key for r in requests) == ["shard-00000", "shard-00001"]

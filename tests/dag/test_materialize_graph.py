@@ -1,4 +1,5 @@
-"""Materialise the whole asset graph in-process on 300 real UTKFace faces (one short epoch)."""
+"""Materialise the whole asset graph in-process on 300 real UTKFace faces (one short epoch), twice:
+the second run skips every stage's work and records the same data versions."""
 import math
 
 import dagster as dg
@@ -20,7 +21,7 @@ def test_full_graph_on_real_faces(utk_params):
     s = load_settings("utk", utk_params)
 
     # partitions: the manifest registered 3 shards of <=128 images, each materialised
-    shards = instance.get_dynamic_partitions("shards")
+    shards = instance.get_dynamic_partitions("shards_utk")
     assert shards == ["shard-00000", "shard-00001", "shard-00002"]
     assert list_shards(s.crops_dir) == shards == list_shards(s.labels_dir)
 
@@ -58,10 +59,34 @@ def test_full_graph_on_real_faces(utk_params):
     mae = {(r["model"], r["corruption"], r["severity"]): r["mae"] for r in rob}
     assert mae[("teacher", "defocus_blur", 5)] > mae[("teacher", "clean", 0)]   # heavy blur hurts
     assert (s.benchmarks_dir / "robustness.png").stat().st_size > 10_000
-    bench_meta = instance.get_latest_materialization_event(dg.AssetKey("benchmark_tables")).asset_materialization
+
+    def latest(name):
+        return instance.get_latest_materialization_event(dg.AssetKey(["utk", name])).asset_materialization
+    bench_meta = latest("benchmark_tables")
     assert "defocus_blur" in bench_meta.metadata["robustness"].value
+    # the plots render in the UI (Markdown, PNG inline) and keep their paths
+    assert bench_meta.metadata["robustness_chart"].value.startswith(
+        "![MAE per corruption and severity](data:image/png;base64,")
+    assert bench_meta.metadata["robustness_plot"].value.endswith("robustness.png")
+    student_meta = latest("student_checkpoints")
+    assert student_meta.partition == "mn3_small"                                # the run name of the default recipe
+    assert "(data:image/png;base64," in student_meta.metadata["training_curves"].value
 
     # the vmage_table materialisation carries its summary for the UI
-    mat = instance.get_latest_materialization_event(dg.AssetKey("vmage_table")).asset_materialization
+    mat = latest("vmage_table")
     assert mat.metadata["faces"].value == 300
     assert "61-100" in mat.metadata["age_groups"].value
+    assert "(data:image/png;base64," in mat.metadata["age_group_histogram"].value
+
+    # a second run: nothing to redo, every data version as before
+    def versions(res):
+        return {(e.asset_key.to_user_string(), e.partition): e.materialization.tags["dagster/data_version"]
+                for r in res.values() for e in r.get_asset_materialization_events()}
+    crop_mtime = (s.crops_dir / "shard-00000.parquet").stat().st_mtime_ns
+    again = materialize_all("utk", str(utk_params), instance=instance, log=lambda _: None)
+    assert versions(again) == versions(results)
+    assert (s.crops_dir / "shard-00000.parquet").stat().st_mtime_ns == crop_mtime
+    skipped = [e.materialization.metadata["up_to_date"].value for r in again.values()
+               for e in r.get_asset_materialization_events() if "up_to_date" in e.materialization.metadata]
+    assert len(skipped) == 3 + 3 + 4 and all(skipped)                         # crops, labels, LFW+C
+    assert latest("student_checkpoints").metadata["epochs"].value == 1          # resumed: no epoch trained
