@@ -246,7 +246,8 @@ def frame_faces(rgb: np.ndarray, cfg: FaceSettings, *, nms_iou: float = 0.3,
         source = None if det is None else (lambda _rgb: detections)
         return extract_face(rgb, source, size=cfg.crop_size, margin=cfg.margin, min_score=cfg.min_score,
                             whole_image_fallback=cfg.whole_image_fallback,
-                            whole_image_max_side=cfg.whole_image_max_side, aligner=align)
+                            whole_image_max_side=cfg.whole_image_max_side, aligner=align,
+                            min_face=cfg.min_face)
 
     if det is None:  # the image is the face crop
         return [frame(None)]
@@ -272,7 +273,7 @@ class FaceRow:
     box: tuple[float, float, float, float] | None
     score: float | None
     age: float | None
-    status: str                      # ok | whole_image | no_face | unreadable
+    status: str                      # ok | whole_image | no_face | too_small | unreadable
     reason: str | None = None
 
 
