@@ -34,8 +34,9 @@ from agedistill_core.faces.align import get_aligner
 from agedistill_core.images import decode_image, encode_jpeg, read_image, resize
 from agedistill_core.settings import FaceSettings
 from agedistill_core.shards import atomic_write_bytes
-from agedistill_core.students.augment import AugmentConfig, augment_face, to_tensor
+from agedistill_core.students.augment import AugmentConfig, augment_face
 from agedistill_core.students.checkpoint import load_checkpoint
+from agedistill_core.students.data import batch_tensor
 from agedistill_core.students.losses import make_loss
 from agedistill_core.students.zoo import create_student
 
@@ -72,12 +73,13 @@ class LoadedStudent:
 
     @torch.no_grad()
     def predict_crops(self, crops: list[np.ndarray], batch_size: int = 128) -> np.ndarray:
-        """Ages for uint8 RGB crops (any size), through ``inputs`` and ``to_tensor``."""
+        """Ages for uint8 RGB crops (any size), through ``inputs`` and ``batch_tensor``."""
         self.model.eval()
         out = []
         for i in range(0, len(crops), batch_size):
             batch = self.inputs(crops[i:i + batch_size])
-            out.append(self.loss.ages(self.model(to_tensor(batch))).float().numpy())
+            x = batch_tensor(batch, channels_last=True)  # the layout training used (faster convolutions)
+            out.append(self.loss.ages(self.model(x)).float().numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def predict_jpegs(self, jpegs: list[bytes], batch_size: int = 128) -> np.ndarray:
@@ -106,7 +108,7 @@ def load_student(path: str | Path) -> LoadedStudent:
         raise CheckpointError(f"checkpoint {path} says arch {cfg['arch']!r} with {cfg['n_outputs']} output(s), but its "
                               f"weights do not fit that network ({first} ...); the file is damaged or mislabelled: "
                               "retrain, or point --checkpoint at the right file") from None
-    model.eval()
+    model = model.to(memory_format=torch.channels_last).eval()
     return LoadedStudent(cfg["arch"], model, loss, int(cfg["input_size"]), cfg, name=f"student {cfg['arch']}")
 
 
