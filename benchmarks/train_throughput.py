@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from agedistill_core.faces import extract_face  # noqa: E402
 from agedistill_core.images import encode_jpeg, read_image  # noqa: E402
 from agedistill_core.students.augment import AugmentConfig  # noqa: E402
-from agedistill_core.students.data import FaceDataset, FaceSet, iter_batches  # noqa: E402
+from agedistill_core.students.data import FaceDataset, FaceSet, iter_batches, quiet_opencv_threads  # noqa: E402
 from agedistill_core.students.losses import make_loss  # noqa: E402
 from agedistill_core.students.train import train_step  # noqa: E402
 from agedistill_core.students.zoo import STUDENTS, create_student  # noqa: E402
@@ -135,6 +135,7 @@ def main(argv=None) -> int:
 
     # -- the project's step: real faces vs random tensors, interleaved ---------------------------------
     torch.set_num_threads(threads)
+    quiet_opencv_threads()  # as train_student does
     faces = real_faces(a.faces)
     t0 = time.perf_counter()
     ds = FaceDataset(faces, size, 0.2, AugmentConfig(enabled=True), seed=0, threads=threads)

@@ -108,19 +108,19 @@ class AugmentParams:
 
 
 def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams:
-    """Draw one policy.  The draw order is fixed, so results are reproducible."""
+    """Draw one policy.  The draw order is fixed, so results are reproducible.
+
+    The eight bounded normals are drawn in one call (the same stream, in the same
+    order, as eight ``bounded_normal`` calls), then the flip: this runs once per
+    face per epoch, so it is kept cheap.
+    """
     k = cfg.jitter_scale
-    rotation = float(bounded_normal(rng, 0.0, cfg.rotation_sigma))
-    shear_x = abs(float(bounded_normal(rng, 0.0, cfg.shear_sigma)))
-    shear_y = abs(float(bounded_normal(rng, 0.0, cfg.shear_sigma)))
-    offset_x = float(bounded_normal(rng, -k / 5.0, k / 2.0))
-    offset_y = float(bounded_normal(rng, -k / 5.0, k / 2.0))
-    size_change = float(bounded_normal(rng, k / 2.0, k))
-    contrast = float(bounded_normal(rng, 1.0, cfg.contrast_sigma))
-    brightness = float(bounded_normal(rng, 0.0, cfg.brightness_sigma))
+    mu = np.array([0.0, 0.0, 0.0, -k / 5.0, -k / 5.0, k / 2.0, 1.0, 0.0])
+    sigma = np.array([cfg.rotation_sigma, cfg.shear_sigma, cfg.shear_sigma, k / 2.0, k / 2.0, k,
+                      cfg.contrast_sigma, cfg.brightness_sigma])
+    v = np.clip(mu + sigma * rng.standard_normal(8), mu - 2.0 * sigma, mu + 2.0 * sigma).tolist()
     flip = bool(rng.random() < cfg.flip_p)
-    return AugmentParams(rotation, shear_x, shear_y, offset_x, offset_y,
-                         size_change, contrast, brightness, flip)
+    return AugmentParams(v[0], abs(v[1]), abs(v[2]), v[3], v[4], v[5], v[6], v[7], flip)
 
 
 def warp_matrix(crop_size: int, out_size: int, margin: float, p: AugmentParams) -> np.ndarray:

@@ -74,7 +74,8 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
     data = cfg.get("data", {})
     run = checkpoint.parent.name
     rows = [r for r in report.get("by_source", []) if r.get("run") in (run, "teacher")]
-    groups = [r for r in report.get("rows", []) if r.get("run") in (run, "teacher") and r.get("group_top1")]
+    groups = [r for r in report.get("rows", [])
+              if (r.get("run") == run or r.get("kind") == "teacher") and r.get("group_top1") is not None]
     lines = [
         f"# {cfg['arch']} distilled age estimator ({run})",
         "",
@@ -100,6 +101,9 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
         "",
         "## Accuracy (test splits, MAE in years)",
         "",
+        "`utkface`: the test split of UTKFace crop_part1; `utkface_rest`: a fixed-seed 20% of the other UTKFace "
+        "faces; bands are of the real age.",
+        "",
         "| model | set | faces | MAE to real age | MAE to teacher | 0-15 | 16-25 | 26-35 | 36-45 | 46-60 | 61+ |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -114,7 +118,8 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
         lines += ["", "FairFace (photos, 9 age groups; the predicted age mapped to its group, no fine-tuning):", "",
                   "| model | faces | top-1 | 1-off |", "|---|---|---|---|"]
         for r in groups:
-            lines.append(f"| {r['run']} | {r['test_faces']} | {_fmt(r['group_top1'], 3)} | {_fmt(r['group_1off'], 3)} |")
+            name = "teacher" if r.get("kind") == "teacher" else r["run"]
+            lines.append(f"| {name} | {r['test_faces']} | {_fmt(r['group_top1'], 3)} | {_fmt(r['group_1off'], 3)} |")
     lines += ["", "## Speed (one CPU thread, per face; measured by `ship` in one run)", "",
               "| batch | student (onnxruntime) | teacher (labelling path) | student is faster by |", "|---|---|---|---|"]
     for b, v in speed.items():

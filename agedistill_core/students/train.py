@@ -35,7 +35,7 @@ from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.checkpoint import load_checkpoint, load_into, restore_rng, save_checkpoint
-from agedistill_core.students.data import FaceDataset, FaceSet, iter_batches, load_split
+from agedistill_core.students.data import FaceDataset, FaceSet, iter_batches, load_split, quiet_opencv_threads
 from agedistill_core.students.distributed import all_reduce_mean, barrier, epoch_indices, init_distributed
 from agedistill_core.students.losses import agreement_weights, band_weights, make_loss
 from agedistill_core.students.zoo import STUDENTS, create_student
@@ -126,6 +126,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
         torch.set_num_threads(cfg.threads)
     seed = cfg.seed if cfg.seed is not None else settings.seed
     torch.manual_seed(seed)
+    quiet_opencv_threads()
 
     train = _subsample(load_split(settings, "train", cfg.label_source, cfg.sources), cfg.max_train_faces,
                        settings.seed)  # the profile's seed: the same faces whatever the training seed
