@@ -102,7 +102,7 @@ class StudentSettings:
     init_checkpoint: str | None = None  # start from this student checkpoint (fine-tuning); None: fresh
     tag: str | None = None         # appended to the run folder name (keeps variants apart)
     threads: int = 0               # torch intra-op threads; 0 = torch default (all cores)
-    cache_crops: bool = False      # keep decoded training crops in memory (~77 kB a face at 160 px)
+    cache_crops: bool = False      # no effect: crops are always decoded once, to the input size (kept for old params)
     sources: tuple[str, ...] = ()  # train/validate only on faces of these source ids; () = all
     balance: str = "none"          # none | band | band_sqrt: re-weight faces against age-band imbalance
     channels_last: bool = True     # NHWC memory format (faster convolutions on CPU)

@@ -17,10 +17,8 @@ DenseNet at 224 px, which are slow on CPU).  Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -30,19 +28,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from agedistill_core.students.ship import median_seconds as timed  # noqa: E402  (one warm-up, then the median)
 from agedistill_core.students.zoo import STUDENTS, create_student  # noqa: E402
 
 HEAVY = {"vgg16", "senet50", "densenet121"}
-
-
-def timed(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def macs(model: torch.nn.Module, size: int) -> float:

@@ -29,7 +29,8 @@ from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
 
 
-def _median_time(fn, reps: int) -> float:
+def median_seconds(fn, reps: int) -> float:
+    """Median wall time of ``reps`` calls of ``fn`` after one untimed warm-up call."""
     fn()
     times = []
     for _ in range(reps):
@@ -58,8 +59,8 @@ def measure_speed(onnx_path: Path, input_size: int, settings, reps: int = 20) ->
     crops = rng.integers(0, 256, (32, size, size, 3), dtype=np.uint8)
     for batch in (1, 32):
         x = rng.standard_normal((batch, 3, input_size, input_size)).astype(np.float32)
-        s = _median_time(lambda: sess.run(None, {name: x}), reps) / batch
-        t = _median_time(lambda: teacher.label(list(crops[:batch])), max(3, reps // 5)) / batch
+        s = median_seconds(lambda: sess.run(None, {name: x}), reps) / batch
+        t = median_seconds(lambda: teacher.label(list(crops[:batch])), max(3, reps // 5)) / batch
         out[batch] = {"student_ms": s * 1e3, "teacher_ms": t * 1e3, "ratio": t / s}
     return out
 
