@@ -81,3 +81,31 @@ def test_killed_lfwc_reruns_to_the_same_partitions(tmp_path, faces_dir, referenc
     parts = [p.stem for p in sorted(partition.glob("part-*.parquet"))]
     rows = read_shards(partition, ["image_id"], shards=parts).num_rows
     assert rows == json.loads((partition / "_COMPLETE.json").read_text())["faces"]
+
+
+def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path, faces_dir, reference, fault_dir):
+    """SIGKILL `train` right after epoch 1 of 2 wrote last.pt; the rerun resumes and ends with the
+    weights of an uninterrupted 2-epoch run, bit for bit."""
+    import torch
+
+    inputs = ["manifest.parquet", "crops", "labels", "vmage.parquet"]
+    runs = {}
+    for name, kill in (("killed", "after:students/mn3_small/last.pt"), ("plain", None)):
+        work = tmp_path / name / "work"
+        params = make_params(tmp_path / name, work, faces_dir, students={"epochs": 2, "threads": 1})
+        _start_from(reference, work, inputs)
+        if kill:
+            r = run_cli(params, "train", kill=kill, fault=fault_dir)
+            assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr[-2000:])
+            first = torch.load(work / "students/mn3_small/last.pt", weights_only=True)
+            assert first["epoch"] == 0  # killed after epoch 1 of 2
+        r = run_cli(params, "train")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert ("resuming after epoch 1" in r.stdout + r.stderr) == bool(kill)
+        runs[name] = {f: torch.load(work / "students/mn3_small" / f, weights_only=True) for f in ("last.pt", "best.pt")}
+    for f in ("last.pt", "best.pt"):
+        a, b = runs["killed"][f], runs["plain"][f]
+        assert a["epoch"] == b["epoch"]
+        assert a["model"].keys() == b["model"].keys()
+        for k in a["model"]:
+            assert torch.equal(a["model"][k], b["model"][k]), (f, k)
