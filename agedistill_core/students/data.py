@@ -141,11 +141,9 @@ class FaceDataset(Dataset):
     """
 
     def __init__(self, faces: FaceSet, size: int, margin: float, augment: AugmentConfig, seed: int = 0,
-                 *, threads: int = 2, channels_last: bool = True, images: np.ndarray | None = None,
-                 cache_decoded: bool | None = None):
+                 *, threads: int = 2, channels_last: bool = True, images: np.ndarray | None = None):
         if len(faces) == 0:
             raise DataError("no faces in this split; check the split sizes, students.sources and the label table")
-        del cache_decoded  # decoding once is now always done; kept so old calls still work
         self.faces, self.size, self.margin, self.augment, self.seed = faces, size, margin, augment, seed
         self.channels_last = channels_last
         self.epoch = 0
