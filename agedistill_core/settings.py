@@ -294,6 +294,25 @@ def load_raw(path: Path) -> dict:
     return raw
 
 
+def param_sources(profile: str | None = None, params: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """Where each setting of a profile comes from in params.yaml: for every section and
+    top-level key (``faces``, ``students``, ``seed`` ...), the dotted params.yaml keys
+    whose values are merged into it, in merge order, listing only keys that exist.
+
+    dvc.yaml's ``params`` are built from this (``agedistill_core.stages``), so DVC sees
+    a change wherever in params.yaml it is made (``base.faces`` or ``profiles.P.faces``)."""
+    path = find_params(params)
+    raw = load_raw(path)
+    name = profile or os.environ.get(PROFILE_ENV) or raw.get("default_profile")
+    if name not in (raw.get("profiles") or {}):
+        raise ConfigError(f"{path}: unknown profile {name!r}; choose one of: {', '.join(sorted(raw['profiles']))}")
+    layers = [("base", raw.get("base") or {}), (f"profiles.{name}", raw["profiles"][name] or {})]
+    out: dict[str, list[str]] = {}
+    for key in [*SECTIONS, *sorted(TOP_LEVEL)]:
+        out[key] = [f"{prefix}.{key}" for prefix, layer in layers if key in layer]
+    return out
+
+
 def load_settings(
     profile: str | None = None,
     params: str | os.PathLike | None = None,
