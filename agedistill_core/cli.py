@@ -1,6 +1,8 @@
 """``agedistill``: the command-line face of the core (used by dvc.yaml too).
 
-    agedistill [--profile P] [--params FILE] manifest|crops|label|vmage|lfwc|train|evaluate|all|export|predict
+    agedistill [--profile P] [--params FILE] manifest|crops|label|vmage|lfwc|train|evaluate|all|dvc-yaml|export|predict
+
+The stage subcommands (manifest ... evaluate) come from ``agedistill_core.pipeline.STAGES``.
 
 Errors a user can fix print as one line (``error: ...``) with exit code 2.
 """
@@ -20,19 +22,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--params", help="path to params.yaml (default: ./params.yaml)")
     p.add_argument("--data-root", help="override dataset.root of the profile")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("manifest", help="scan the data set into the manifest (sticky shards)")
-    for name, helptext in (("crops", "detect and crop faces, one shard at a time"),
-                           ("label", "label the crops with the teacher, one shard at a time")):
-        sp = sub.add_parser(name, help=helptext)
-        sp.add_argument("--shard", action="append", help="only this shard (repeatable)")
-    sub.add_parser("vmage", help="join the labels into the label table and check it")
-    tp = sub.add_parser("train", help="train students")
-    tp.add_argument("--arch", action="append", help="only this architecture (repeatable)")
-    lp = sub.add_parser("lfwc", help="corrupt the evaluation crops (13 corruptions x 5 severities)")
-    lp.add_argument("--corruption", action="append", help="only this corruption (repeatable)")
-    lp.add_argument("--severity", type=int, action="append", help="only this severity (repeatable)")
-    sub.add_parser("evaluate", help="write the benchmark tables (and robustness, where lfwc exists)")
+    from agedistill_core.pipeline import STAGES  # the stage subcommands come from the stage table
+    for st in STAGES:
+        sp = sub.add_parser(st.name, help=st.help)
+        for opt in st.options:
+            sp.add_argument(opt.flag, dest=opt.dest, type=opt.type, action="append", help=opt.help)
     sub.add_parser("all", help="run every stage in order")
+    dp = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage table for params.yaml's dvc.profile")
+    dp.add_argument("--check", action="store_true", help="only check: exit 2 when dvc.yaml differs from the table")
+    dp.add_argument("--out", default=None, help="file to write (default: dvc.yaml beside params.yaml)")
     ep = sub.add_parser("export", help="export a student checkpoint to ONNX (prints the parity check)")
     ep.add_argument("--arch", help="the student architecture the checkpoint holds (checked; default: the checkpoint's)")
     ep.add_argument("--checkpoint", required=True, help="a student checkpoint (best.pt)")
@@ -60,34 +58,28 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         overrides = {"dataset": {"root": args.data_root}} if args.data_root else None
+        if args.command == "dvc-yaml" and not args.profile:  # dvc.yaml is made for params.yaml's dvc.profile
+            from agedistill_core.dvcyaml import dvc_profile
+            args.profile = dvc_profile(args.params)
         settings = load_settings(args.profile, args.params, overrides)
         from agedistill_core import pipeline
-        from agedistill_core.datasets import build_manifest
-        from agedistill_core.evaluate.benchmark import run_benchmark
-        from agedistill_core.evaluate.robustness import run_robustness
 
-        if args.command == "manifest":
-            table = build_manifest(settings)
-            print(f"manifest: {table.num_rows} images -> {settings.manifest_path}")
-        elif args.command == "crops":
-            pipeline.run_crops(settings, args.shard)
-        elif args.command == "label":
-            pipeline.run_labels(settings, args.shard)
-        elif args.command == "vmage":
-            summary = pipeline.run_vmage(settings)
-            print(json.dumps(summary, indent=2))
-        elif args.command == "train":
-            for r in pipeline.run_students(settings, args.arch):
-                print(json.dumps(r))
-        elif args.command == "lfwc":
-            pipeline.run_lfwc(settings, args.corruption, args.severity)
-        elif args.command == "evaluate":
-            run_benchmark(settings)
-            run_robustness(settings)
-            print((settings.benchmarks_dir / "benchmark.md").read_text())
+        if args.command in pipeline.STAGE:
+            st = pipeline.STAGE[args.command]
+            result = st.run(settings, **{o.dest: getattr(args, o.dest) for o in st.options})
+            if args.command == "vmage":
+                print(json.dumps(result, indent=2))
+            elif args.command == "train":
+                for r in result:
+                    print(json.dumps(r))
+            elif args.command == "evaluate":
+                print(result)
         elif args.command == "all":
             print(pipeline.run_all(settings))
             print(f"results: {settings.workdir}")
+        elif args.command == "dvc-yaml":
+            from agedistill_core.dvcyaml import write_dvc_yaml
+            return write_dvc_yaml(settings, out=args.out, check=args.check)
         elif args.command == "export":
             from agedistill_core.students.export import export_checkpoint
             print(export_checkpoint(args.checkpoint, args.out, arch=args.arch))
@@ -101,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _predict(args, settings) -> None:
     """``agedistill predict``: rows on stdout, every message on stderr."""
-    from agedistill_core.evaluate.predict import (RowWriter, describe_framing, framing_for, load_student,
-                                                  load_teacher, predict_photos, resolve_checkpoint)
+    from agedistill_core.evaluate.predict import (RowWriter, describe_framing, framing_for, load_teacher, predict_photos, resolve_checkpoint)
+    from agedistill_core.students.inference import load_student
 
     if args.teacher:
         estimator, config = load_teacher(settings), None

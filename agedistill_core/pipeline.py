@@ -1,34 +1,45 @@
-"""The whole pipeline as plain function calls: the map of the stages.
+"""The stages of the pipeline: one table, and the plain function of each stage.
 
-``manifest -> crops (per shard) -> labels (per shard) -> vmage -> lfwc
-(per corruption x severity) -> students (per architecture) -> benchmark +
-robustness``.  The CLI, DVC, Dagster and tests all call
-these same functions; ``run_all`` just calls them in order.
+``STAGES`` (below) is the one definition of the pipeline.  Each ``Stage`` names its
+function, what it is partitioned by, the stages whose outputs it reads, the settings
+sections it reads (after the profile is merged) and what it writes.  Everything else
+is derived from it:
+
+* the CLI's stage subcommands (``agedistill_core.cli``),
+* ``run_all`` (every stage in table order),
+* the Dagster assets' keys, groups, partitions, dependencies and code versions
+  (``agedistill_dag.profile.Profile.asset_args``),
+* dvc.yaml (``agedistill_core.dvcyaml``; ``agedistill dvc-yaml`` rewrites it and a test
+  fails when the committed file differs).
+
+``manifest -> crops (per shard) -> label (per shard) -> vmage -> lfwc (per corruption x
+severity) -> train (per student run) -> evaluate``
 """
 from __future__ import annotations
 
 import functools
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pyarrow.compute as pc
 
 from agedistill_core.corruptions import corruption_names
-from agedistill_core.crops import StageResult, crop_shard
+from agedistill_core.corruptions.lfwc import COMPLETE as LFWC_COMPLETE
+from agedistill_core.corruptions.lfwc import base_faces, build_lfwc_partition, complete_parts, partition_dir, selected
 from agedistill_core.datasets import build_manifest
 from agedistill_core.errors import ConfigError, DataError
 from agedistill_core.evaluate.benchmark import run_benchmark
-from agedistill_core.evaluate.robustness import COMPLETE as LFWC_COMPLETE
-from agedistill_core.evaluate.robustness import (base_faces, build_lfwc_partition, complete_parts, partition_dir,
-                                                 run_robustness, selected)
-from agedistill_core.labels import label_shard
+from agedistill_core.evaluate.robustness import run_robustness
+from agedistill_core.faces.crops import crop_shard
 from agedistill_core.settings import Settings
-from agedistill_core.shards import atomic_write_text, read_table, shard_path, table_metadata
-from agedistill_core.students.train import run_dir, train_student
+from agedistill_core.shards import StageResult, atomic_write_text, read_table, shard_path, table_metadata
+from agedistill_core.students.train import run_dir, run_name, train_student
+from agedistill_core.teacher.label import label_shard
 from agedistill_core.teacher.report import age_group_report
-from agedistill_core.vmage import build_vmage, check_vmage, manifest_crops, per_source, sources_markdown, summarize
+from agedistill_core.teacher.vmage import build_vmage, check_vmage, manifest_crops, per_source, sources_markdown, summarize
 
 Log = Callable[[str], None]
 
@@ -78,6 +89,13 @@ def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None, 
         raise DataError(f"{what}: {len(failed)} shard(s) failed ({', '.join(s for s, _ in failed)}); "
                         f"first: {failed[0][1]}")
     return results
+
+
+def run_manifest(settings: Settings, log: Log = print):
+    """Scan the data set(s) into the manifest: one row per image, with split and sticky shard."""
+    table = build_manifest(settings)
+    log(f"manifest: {table.num_rows} images in {len(manifest_shards(settings))} shard(s) -> {settings.manifest_path}")
+    return table
 
 
 def run_crops(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list[StageResult]:
@@ -149,42 +167,135 @@ def run_students(settings: Settings, archs: list[str] | None = None, log: Log = 
     return [train_student(settings, a, log=log) for a in (archs or list(settings.students.archs))]
 
 
-def run_all(settings: Settings, log: Log = print) -> str:
-    """Every stage in order; returns the benchmark table as Markdown."""
-    table = build_manifest(settings)
-    log(f"manifest: {table.num_rows} images in {len(manifest_shards(settings))} shard(s)")
-    run_crops(settings, log=log)
-    run_labels(settings, log=log)
-    run_vmage(settings, log=log)
-    if settings.corruptions.enabled:
-        run_lfwc(settings, log=log)
-    run_students(settings, log=log)
+def run_evaluate(settings: Settings, log: Log = print) -> str:
+    """The benchmark tables, and robustness where LFW+C partitions exist; returns the benchmark as Markdown."""
     run_benchmark(settings, log=log)
     run_robustness(settings, log=log)
     return (settings.benchmarks_dir / "benchmark.md").read_text()
 
 
+# -- the table --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """A CLI option of a stage subcommand, passed to the stage's function as ``dest``."""
+    flag: str
+    dest: str
+    help: str
+    type: type = str
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file or folder a stage writes, relative to the profile's workdir."""
+    path: str
+    persist: bool = False      # kept between runs: the stage updates it in place (per shard, resumable)
+    cache: bool = True         # False: small text/images DVC keeps in git rather than its cache
+    kind: str = "out"          # out | metric | plot
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                         # CLI subcommand and DVC stage
+    asset: str                        # Dagster asset (key ``<profile>/<asset>``)
+    group: str                        # Dagster group
+    run: Callable                     # run(settings, **options, log=...): the whole stage
+    help: str
+    partitions: str | None = None     # None | shards | lfwc (corruption x severity) | students (run name)
+    needs: tuple[str, ...] = ()       # stages whose outputs it reads
+    settings: tuple[str, ...] = ()    # settings sections it reads (after the profile is merged)
+    code: tuple[str, ...] = ()        # source paths whose change re-runs it (dvc.yaml deps)
+    outs: tuple[Output, ...] = ()
+    options: tuple[Option, ...] = ()
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("manifest", "face_manifest", "data", run_manifest,
+          "scan the data set into the manifest (sticky shards)",
+          settings=("dataset", "split", "seed", "shard_size"),
+          code=("agedistill_core/datasets",),
+          outs=(Output("manifest.parquet", persist=True),)),   # shards are sticky: the old manifest is read back
+    Stage("crops", "face_crops", "data", run_crops,
+          "detect and crop faces, one shard at a time", partitions="shards",
+          needs=("manifest",), settings=("dataset", "faces"),
+          code=("agedistill_core/faces",),
+          outs=(Output("crops", persist=True),),
+          options=(Option("--shard", "shards", "only this shard (repeatable)"),)),
+    Stage("label", "teacher_soft_labels", "teacher", run_labels,
+          "label the crops with the teacher, one shard at a time", partitions="shards",
+          needs=("crops",), settings=("teacher",),
+          code=("agedistill_core/teacher/label.py", "agedistill_core/teacher/ensemble.py",
+                "agedistill_core/teacher/members.py", "agedistill_core/teacher/variants.py"),
+          outs=(Output("labels", persist=True),),
+          options=(Option("--shard", "shards", "only this shard (repeatable)"),)),
+    Stage("vmage", "vmage_table", "teacher", run_vmage,
+          "join the labels into the label table and check it",
+          needs=("manifest", "crops", "label"),
+          code=("agedistill_core/teacher/vmage.py", "agedistill_core/teacher/report.py"),
+          outs=(Output("vmage.parquet"),
+                Output("vmage_summary.json", cache=False, kind="metric"),
+                Output("vmage_age_groups.png", cache=False, kind="plot"))),
+    Stage("lfwc", "lfwc_images", "robustness", run_lfwc,
+          "corrupt the evaluation crops (13 corruptions x 5 severities)", partitions="lfwc",
+          needs=("crops", "vmage"), settings=("dataset", "faces", "split", "corruptions"),
+          code=("agedistill_core/corruptions",),
+          outs=(Output("lfwc", persist=True),),
+          options=(Option("--corruption", "names", "only this corruption (repeatable)"),
+                   Option("--severity", "severities", "only this severity (repeatable)", int))),
+    Stage("train", "student_checkpoints", "students", run_students,
+          "train students", partitions="students",
+          needs=("crops", "vmage"), settings=("students", "faces", "seed"),
+          code=("agedistill_core/students",),
+          outs=(Output("students", persist=True),),    # last.pt lets a killed run resume
+          options=(Option("--arch", "archs", "only this architecture (repeatable)"),)),
+    Stage("evaluate", "benchmark_tables", "benchmarks", run_evaluate,
+          "write the benchmark tables (and robustness, where lfwc exists)",
+          needs=("crops", "vmage", "lfwc", "train"), settings=("evaluate", "corruptions"),
+          code=("agedistill_core/evaluate",),
+          outs=(Output("benchmarks/benchmark.parquet"), Output("benchmarks/benchmark_by_source.parquet"),
+                Output("benchmarks/robustness.parquet"),
+                Output("benchmarks/benchmark.md", cache=False), Output("benchmarks/robustness.md", cache=False),
+                Output("benchmarks/metrics.json", cache=False, kind="metric"),
+                Output("benchmarks/robustness.png", cache=False, kind="plot"))),
+)
+STAGE: dict[str, Stage] = {s.name: s for s in STAGES}
+
+
+def stage(name: str) -> Stage:
+    if name not in STAGE:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGE)}")
+    return STAGE[name]
+
+
+def stage_keys(settings: Settings, name: str) -> list:
+    """The partition keys of a stage for this profile: shard ids, (corruption, severity) pairs,
+    student run names; ``[None]`` for an unpartitioned stage."""
+    kind = stage(name).partitions
+    if kind is None:
+        return [None]
+    if kind == "shards":
+        return manifest_shards(settings)
+    if kind == "lfwc":
+        return selected(settings) if settings.corruptions.enabled else []
+    return [run_name(settings, arch) for arch in settings.students.archs]
+
+
+def run_all(settings: Settings, log: Log = print) -> str:
+    """Every stage in table order (LFW+C only when ``corruptions.enabled``); returns the benchmark as Markdown."""
+    result = None
+    for st in STAGES:
+        if st.name == "lfwc" and not settings.corruptions.enabled:
+            log("lfwc: skipped (corruptions.enabled is false)")
+            continue
+        result = st.run(settings, log=log)
+    return result
+
+
 # -- versions: what a scheduler (Dagster) compares to tell stale from fresh ---------------
-# The settings sections each stage reads, besides its inputs (the same sections dvc.yaml
-# lists as `params`, plus those the stage's own version stamp covers: crops hash
-# dataset + faces, LFW+C partitions dataset + faces + split + corruptions).
-STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "manifest": ("dataset", "split", "seed", "shard_size"),
-    "crops": ("dataset", "faces"),
-    "label": ("teacher",),
-    "vmage": (),
-    "lfwc": ("dataset", "faces", "split", "corruptions"),
-    "train": ("students", "faces", "seed"),
-    "evaluate": ("evaluate", "corruptions"),
-}
-
-
-def settings_version(settings: Settings, stage: str) -> str:
-    """Hash of the settings sections ``stage`` reads: changes exactly when a setting that
-    changes the stage's output changes (for crops and LFW+C it is the hash their files record)."""
-    if stage not in STAGE_SETTINGS:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_SETTINGS)}")
-    return settings.section_hash(*STAGE_SETTINGS[stage])
+def settings_version(settings: Settings, stage_name: str) -> str:
+    """Hash of the settings sections the stage reads (``Stage.settings``): changes exactly when a
+    setting that changes the stage's output changes (for crops and LFW+C it is the hash their files record)."""
+    return settings.section_hash(*stage(stage_name).settings)
 
 
 def _digest(*parts: bytes) -> str:
@@ -233,4 +344,4 @@ def stage_version(settings: Settings, stage: str, key=None) -> str | None:
     if stage == "evaluate":
         out = settings.benchmarks_dir
         return _file_digest(out / "benchmark.parquet", out / "robustness.parquet")
-    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_SETTINGS)}")
+    raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE)}")

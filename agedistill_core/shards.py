@@ -6,6 +6,8 @@ never leaves a half-written shard that a later run would trust.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import logging
 import os
 import tempfile
@@ -214,3 +216,12 @@ def join_columns(left: pa.Table, right: pa.Table, keys: list[str], columns: list
     for col in columns:
         left = left.append_column(col, right[col].take(idx))
     return left
+
+
+@dataclass
+class StageResult:
+    """What one run of a stage on one key (a shard, a partition) did."""
+    path: Path                     # the file or folder it wrote (or found up to date)
+    rows: int
+    counts: dict[str, int]         # rows per status
+    skipped: bool = False          # True: already up to date, nothing recomputed

@@ -1,9 +1,9 @@
 """Asset checks on the label table: ages in range, vectors sum to 1, unique ids,
-counts match the crops.  The logic lives in ``agedistill_core.vmage.check_vmage``."""
+counts match the crops.  The logic lives in ``agedistill_core.teacher.vmage.check_vmage``."""
 import dagster as dg
 
 from agedistill_core.shards import read_table
-from agedistill_core.vmage import check_vmage, manifest_crops
+from agedistill_core.teacher.vmage import check_vmage, manifest_crops
 from agedistill_dag.profile import Profile
 from agedistill_dag.resources import AgedistillConfig
 

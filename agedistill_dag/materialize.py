@@ -14,7 +14,7 @@ from typing import Callable
 import dagster as dg
 
 from agedistill_core.errors import AgedistillError
-from agedistill_core.evaluate.robustness import selected
+from agedistill_core.corruptions.lfwc import selected
 from agedistill_core.pipeline import manifest_shards
 from agedistill_core.students.train import run_name
 from agedistill_dag.definitions import build_definitions

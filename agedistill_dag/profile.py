@@ -16,10 +16,10 @@ from pathlib import Path
 import dagster as dg
 
 from agedistill_core.errors import ConfigError
-from agedistill_core.pipeline import settings_version, stage_version
+from agedistill_core.pipeline import STAGE, settings_version, stage, stage_version
 from agedistill_core.settings import Settings, load_settings
 from agedistill_core.students.train import run_name
-from agedistill_dag.partitions import STUDENT_ARCHS
+from agedistill_dag.partitions import STUDENT_ARCHS, lfwc_partitions
 from agedistill_dag.resources import AgedistillConfig
 
 
@@ -60,9 +60,21 @@ class Profile:
     def students(self) -> dg.StaticPartitionsDefinition:
         return dg.StaticPartitionsDefinition(list(self.runs))
 
-    def code_version(self, stage: str) -> str:
+    def code_version(self, stage_name: str) -> str:
         """A stage's code version: the hash of the settings sections it reads."""
-        return settings_version(self.settings, stage)
+        return settings_version(self.settings, stage_name)
+
+    def partitions(self, stage_name: str) -> dg.PartitionsDefinition | None:
+        kind = stage(stage_name).partitions
+        return {None: None, "shards": self.shards, "lfwc": lfwc_partitions, "students": self.students}[kind]
+
+    def asset_args(self, stage_name: str, description: str) -> dict:
+        """``@dg.asset`` arguments of a stage's asset, from the stage table
+        (``agedistill_core.pipeline.STAGES``): key, group, partitions, upstream assets, code version."""
+        st = stage(stage_name)
+        return dict(key=self.key(st.asset), group_name=st.group, partitions_def=self.partitions(stage_name),
+                    deps=[self.key(STAGE[need].asset) for need in st.needs],
+                    code_version=self.code_version(stage_name), description=description)
 
     def config(self) -> AgedistillConfig:
         return AgedistillConfig(profile=self.name, params=self.params)

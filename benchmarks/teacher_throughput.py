@@ -24,7 +24,7 @@ import numpy as np
 
 from agedistill_core.faces import extract_face
 from agedistill_core.images import encode_jpeg, read_image
-from agedistill_core.labels import label_crops
+from agedistill_core.teacher.label import label_crops
 from agedistill_core.settings import TeacherSettings
 from agedistill_core.teacher import build_teacher
 from agedistill_core.teacher.variants import make_variants

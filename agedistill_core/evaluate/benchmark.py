@@ -14,10 +14,10 @@ import numpy as np
 import pyarrow as pa
 
 from agedistill_core.evaluate.metrics import FAIRFACE_GROUPS, age_to_group, group_accuracy, mae
-from agedistill_core.evaluate.predict import load_student
+from agedistill_core.students.inference import load_student
 from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text, read_table, write_table
-from agedistill_core.students.data import load_split
+from agedistill_core.teacher.vmage import load_split
 
 COLUMNS = ["model", "kind", "run", "test_faces", "mae_to_teacher", "mae_to_ground_truth",
            "group_top1", "group_1off", "params_m"]

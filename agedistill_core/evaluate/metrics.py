@@ -37,3 +37,18 @@ def group_accuracy(pred_group, true_group) -> tuple[float, float]:
     if len(t) == 0:
         return float("nan"), float("nan")
     return float((p == t).mean()), float((np.abs(p - t) <= 1).mean())
+
+
+# SPEC section 5: the groups used to describe a corpus
+SPEC_GROUPS = ((0, 15), (16, 25), (26, 35), (36, 45), (46, 60), (61, 100))
+
+
+def group_label(lo: int, hi: int) -> str:
+    return f"{lo}-{hi}"
+
+
+def age_group(ages: np.ndarray) -> list[str]:
+    edges = np.array([hi + 0.5 for _, hi in SPEC_GROUPS[:-1]])
+    idx = np.searchsorted(edges, np.asarray(ages, np.float64))
+    labels = [group_label(*g) for g in SPEC_GROUPS]
+    return [labels[i] for i in idx]

@@ -200,3 +200,17 @@ def to_tensor(batch: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
     mean = torch.tensor(VGGFACE2_MEAN_RGB, dtype=torch.float32).view(1, 3, 1, 1)
     return (x - mean).contiguous()
+
+
+_MEAN = torch.tensor(VGGFACE2_MEAN_RGB, dtype=torch.float32).view(1, 3, 1, 1)
+
+
+def batch_tensor(images: np.ndarray, channels_last: bool = True) -> torch.Tensor:
+    """``(N, S, S, 3)`` uint8 -> float32 ``(N, 3, S, S)`` minus the VGGFace2 mean.
+
+    Channels-last keeps the uint8 array's own layout (no transposing copy);
+    otherwise the result is contiguous NCHW.  Values are the same either way.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return (x.to(torch.float32, memory_format=fmt) - _MEAN).contiguous(memory_format=fmt)

@@ -10,84 +10,18 @@ the next batch in a thread while the model trains on the current one.
 """
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import cv2
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import Dataset
 
-from agedistill_core.crops import USABLE
 from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.images import decode_image
-from agedistill_core.settings import Settings
-from agedistill_core.shards import join_columns, read_table
-from agedistill_core.vmage import manifest_crops
-from agedistill_core.students.augment import VGGFACE2_MEAN_RGB, AugmentConfig, apply_params, sample_params
-
-
-@dataclass
-class FaceSet:
-    """Parallel columns for one split: what a student sees and learns."""
-    image_id: list[str]
-    jpeg: list[bytes]
-    target_age: np.ndarray          # (N,) teacher age or ground truth
-    target_probs: np.ndarray | None  # (N, 101) teacher vector (None for ground truth)
-    age_spread: np.ndarray          # (N,) teacher disagreement (0 for ground truth)
-    teacher_age: np.ndarray         # (N,) the teacher's age (nan where unlabelled)
-    gt_age: np.ndarray              # (N,) ground truth (nan where unknown)
-    source: list[str] = field(default_factory=list)  # source id per face ([] = unknown)
-
-    def __len__(self) -> int:
-        return len(self.jpeg)
-
-    def subset(self, idx: np.ndarray) -> "FaceSet":
-        pick = lambda a: None if a is None else a[idx]  # noqa: E731
-        return FaceSet([self.image_id[i] for i in idx], [self.jpeg[i] for i in idx], self.target_age[idx],
-                       pick(self.target_probs), self.age_spread[idx], self.teacher_age[idx], self.gt_age[idx],
-                       [self.source[i] for i in idx] if self.source else [])
-
-    def fingerprint(self) -> str:
-        """A short hash of which faces and which targets: a resume is refused when it changes."""
-        h = hashlib.sha1()
-        for iid in self.image_id:
-            h.update(iid.encode("utf-8", "surrogateescape") + b"\0")
-        h.update(np.round(np.nan_to_num(self.target_age, nan=-1.0), 3).astype(np.float32).tobytes())
-        return h.hexdigest()[:16]
-
-
-def load_split(settings: Settings, split: str, label_source: str = "teacher",
-               sources: tuple[str, ...] | list[str] | None = None) -> FaceSet:
-    """Join the label table with the crops for one split (only ``sources``, when given)."""
-    vmage = read_table(settings.vmage_path, ["image_id", "face", "dataset", "split", "teacher_age", "probs",
-                                             "age_spread", "gt_age"])
-    vmage = vmage.filter(pc.equal(vmage["split"], split))
-    if sources:
-        vmage = vmage.filter(pc.is_in(vmage["dataset"], pa.array(list(sources), pa.string())))
-    if label_source == "ground_truth":
-        vmage = vmage.filter(pc.is_valid(vmage["gt_age"]))
-    crops = manifest_crops(settings, ["image_id", "face", "jpeg", "status"])
-    crops = crops.filter(pc.is_in(crops["status"], pa.array(USABLE))).drop_columns(["status"])
-    table = join_columns(vmage, crops, ["image_id", "face"], ["jpeg"], how="inner").sort_by("image_id")
-    probs = np.asarray(table["probs"].combine_chunks().flatten().to_numpy(), np.float32).reshape(-1, 101)
-    teacher_age = table["teacher_age"].to_numpy().astype(np.float32)
-    gt = table["gt_age"].to_numpy(zero_copy_only=False).astype(np.float32)
-    teacher = label_source == "teacher"
-    return FaceSet(
-        image_id=table["image_id"].to_pylist(),
-        jpeg=table["jpeg"].to_pylist(),
-        target_age=teacher_age if teacher else gt,
-        target_probs=probs if teacher else None,
-        age_spread=table["age_spread"].to_numpy().astype(np.float32) if teacher else np.zeros(len(gt), np.float32),
-        teacher_age=teacher_age,
-        gt_age=gt,
-        source=table["dataset"].to_pylist(),
-    )
+from agedistill_core.teacher.vmage import FaceSet
+from agedistill_core.students.augment import AugmentConfig, apply_params, batch_tensor, sample_params
 
 
 def decode_at_size(jpeg: bytes, name: str, size: int) -> np.ndarray:
@@ -114,20 +48,6 @@ def decode_all(faces: FaceSet, size: int, threads: int = 2) -> np.ndarray:
         for i in range(len(faces)):
             work(i)
     return out
-
-
-_MEAN = torch.tensor(VGGFACE2_MEAN_RGB, dtype=torch.float32).view(1, 3, 1, 1)
-
-
-def batch_tensor(images: np.ndarray, channels_last: bool = True) -> torch.Tensor:
-    """``(N, S, S, 3)`` uint8 -> float32 ``(N, 3, S, S)`` minus the VGGFace2 mean.
-
-    Channels-last keeps the uint8 array's own layout (no transposing copy);
-    otherwise the result is contiguous NCHW.  Values are the same either way.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return (x.to(torch.float32, memory_format=fmt) - _MEAN).contiguous(memory_format=fmt)
 
 
 class FaceDataset(Dataset):

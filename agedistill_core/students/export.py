@@ -86,7 +86,7 @@ def export_checkpoint(checkpoint, out, *, arch: str | None = None, tolerance: fl
     ``tolerance`` raises ``ExportError``.
     """
     from agedistill_core.errors import AgedistillError, CheckpointError
-    from agedistill_core.evaluate.predict import load_student
+    from agedistill_core.students.inference import load_student
 
     student = load_student(checkpoint)
     if arch is not None and arch != student.arch:

@@ -127,7 +127,7 @@ class Start:
 
 def start_from(checkpoint, n_classes: int | None, cfg: FinetuneConfig) -> Start:
     """The distilled student; with ``n_classes`` its head is replaced by a fresh ``n_classes``-way layer."""
-    from agedistill_core.evaluate.predict import load_student
+    from agedistill_core.students.inference import load_student
 
     student = load_student(checkpoint)
     c = student.config

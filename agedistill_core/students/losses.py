@@ -196,7 +196,7 @@ def band_weights(target_age, power: float = 1.0) -> np.ndarray:
     band``) and less extremely with 0.5 (``balance: band_sqrt``).  Returned with
     mean 1 over the samples; samples without a target weigh 1.
     """
-    from agedistill_core.vmage import age_group
+    from agedistill_core.evaluate.metrics import age_group
 
     ages = np.asarray(target_age, np.float64)
     known = np.isfinite(ages)

@@ -44,7 +44,7 @@ def measure_speed(onnx_path: Path, input_size: int, settings, reps: int = 20) ->
     """ms per face: student (onnxruntime, 1 thread) and the teacher's labelling path (1 thread)."""
     import onnxruntime as ort
 
-    from agedistill_core.labels import get_teacher
+    from agedistill_core.teacher.label import get_teacher
 
     torch.set_num_threads(1)
     opts = ort.SessionOptions()

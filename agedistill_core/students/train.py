@@ -35,7 +35,8 @@ from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.checkpoint import load_checkpoint, load_into, restore_rng, save_checkpoint
-from agedistill_core.students.data import FaceDataset, FaceSet, iter_batches, load_split, quiet_opencv_threads
+from agedistill_core.students.data import FaceDataset, iter_batches, quiet_opencv_threads
+from agedistill_core.teacher.vmage import FaceSet, load_split
 from agedistill_core.students.distributed import all_reduce_mean, barrier, epoch_indices, init_distributed
 from agedistill_core.students.losses import agreement_weights, band_weights, make_loss
 from agedistill_core.students.zoo import STUDENTS, create_student

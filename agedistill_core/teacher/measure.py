@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agedistill_core.crops import USABLE, _crop_one
+from agedistill_core.faces.crops import USABLE, _crop_one
 from agedistill_core.datasets import DATASETS
 from agedistill_core.evaluate.metrics import FAIRFACE_GROUPS, age_to_group, group_accuracy, mae
-from agedistill_core.labels import label_crops
+from agedistill_core.teacher.label import label_crops
 from agedistill_core.settings import FaceSettings, TeacherSettings
 from agedistill_core.teacher import build_teacher
 

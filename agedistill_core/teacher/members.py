@@ -301,7 +301,7 @@ def make_torch(checkpoint=None, *, label: str | None = None, threads: int = 0, b
     _reject_unknown(where, unknown, "checkpoint, label")
     path = _resolve(checkpoint, base_dir, where, "checkpoint")
     from agedistill_core.errors import CheckpointError
-    from agedistill_core.evaluate.predict import load_student
+    from agedistill_core.students.inference import load_student
 
     try:
         student = load_student(path)

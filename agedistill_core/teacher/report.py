@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from agedistill_core.vmage import SPEC_GROUPS, age_group, group_label
+from agedistill_core.evaluate.metrics import SPEC_GROUPS, age_group, group_label
 
 PLOT_NAME = "vmage_age_groups.png"
 

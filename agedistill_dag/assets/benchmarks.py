@@ -8,10 +8,8 @@ from agedistill_dag.resources import AgedistillConfig
 
 
 def assets(p: Profile) -> list[dg.AssetsDefinition]:
-    @dg.asset(key=p.key("benchmark_tables"), group_name="benchmarks", code_version=p.code_version("evaluate"),
-              deps=[p.key("vmage_table"), p.key("student_checkpoints"), p.key("lfwc_images")],
-              description="MAE to the teacher (VMAGE-test) and to ground truth, per student and the teacher; "
-                          "robustness per corruption where lfwc_images partitions exist.")
+    @dg.asset(**p.asset_args("evaluate", "MAE to the teacher (VMAGE-test) and to ground truth, per student and the "
+                                         "teacher; robustness per corruption where lfwc_images partitions exist."))
     def benchmark_tables(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
         settings = p.run_settings(config, context, "evaluate")
         table = run_benchmark(settings, log=context.log.info)

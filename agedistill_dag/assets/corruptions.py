@@ -1,16 +1,13 @@
 """The LFW+C-style corrupted set: one partition per (corruption, severity)."""
 import dagster as dg
 
-from agedistill_core.evaluate.robustness import build_lfwc_partition
-from agedistill_dag.partitions import lfwc_partitions
+from agedistill_core.corruptions.lfwc import build_lfwc_partition
 from agedistill_dag.profile import Profile, data_version
 from agedistill_dag.resources import AgedistillConfig
 
 
 def assets(p: Profile) -> list[dg.AssetsDefinition]:
-    @dg.asset(key=p.key("lfwc_images"), group_name="robustness", partitions_def=lfwc_partitions,
-              deps=[p.key("vmage_table")], code_version=p.code_version("lfwc"),
-              description="The evaluation crops under one corruption at one severity (lossless PNG shards).")
+    @dg.asset(**p.asset_args("lfwc", "The evaluation crops under one corruption at one severity (lossless PNG shards)."))
     def lfwc_images(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
         settings = p.run_settings(config, context, "lfwc")
         keys = context.partition_key.keys_by_dimension

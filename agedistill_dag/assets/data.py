@@ -1,7 +1,7 @@
 """Source images -> manifest -> face crop shards."""
 import dagster as dg
 
-from agedistill_core.crops import crop_shard
+from agedistill_core.faces.crops import crop_shard
 from agedistill_core.datasets import build_manifest
 from agedistill_core.pipeline import manifest_shards
 from agedistill_dag.profile import Profile, data_version
@@ -9,8 +9,7 @@ from agedistill_dag.resources import AgedistillConfig
 
 
 def assets(p: Profile) -> list[dg.AssetsDefinition]:
-    @dg.asset(key=p.key("face_manifest"), group_name="data", code_version=p.code_version("manifest"),
-              description="One row per source image, with split and sticky shard.")
+    @dg.asset(**p.asset_args("manifest", "One row per source image, with split and sticky shard."))
     def face_manifest(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
         settings = p.run_settings(config, context, "manifest")
         table = build_manifest(settings)
@@ -23,9 +22,7 @@ def assets(p: Profile) -> list[dg.AssetsDefinition]:
             "images": table.num_rows, "shards": len(shards), "new_shards": len(new),
             "path": dg.MetadataValue.path(str(settings.manifest_path)), "profile": settings.profile})
 
-    @dg.asset(key=p.key("face_crops"), group_name="data", partitions_def=p.shards, deps=[face_manifest],
-              code_version=p.code_version("crops"),
-              description="Sharded Parquet of face crops (JPEG) with status per source image.")
+    @dg.asset(**p.asset_args("crops", "Sharded Parquet of face crops (JPEG) with status per source image."))
     def face_crops(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
         settings = p.run_settings(config, context, "crops")
         result = crop_shard(settings, context.partition_key)  # skipped when made with the same settings

@@ -8,10 +8,8 @@ from agedistill_dag.resources import AgedistillConfig
 
 
 def assets(p: Profile) -> list[dg.AssetsDefinition]:
-    @dg.asset(key=p.key("student_checkpoints"), group_name="students", partitions_def=p.students,
-              deps=[p.key("vmage_table")], code_version=p.code_version("train"),
-              description="Best-validation checkpoint of one student run (partition = run name: the "
-                          "architecture plus what differs from the default recipe).")
+    @dg.asset(**p.asset_args("train", "Best-validation checkpoint of one student run (partition = run name: "
+                                      "the architecture plus what differs from the default recipe)."))
     def student_checkpoints(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
         settings = p.run_settings(config, context, "train")
         arch = p.runs[context.partition_key]

@@ -3,25 +3,21 @@ import json
 
 import dagster as dg
 
-from agedistill_core.labels import label_shard
+from agedistill_core.teacher.label import label_shard
 from agedistill_core.pipeline import run_vmage
 from agedistill_dag.profile import Profile, data_version, image_md
 from agedistill_dag.resources import AgedistillConfig
 
 
 def assets(p: Profile) -> list[dg.AssetsDefinition]:
-    @dg.asset(key=p.key("teacher_soft_labels"), group_name="teacher", partitions_def=p.shards,
-              deps=[p.key("face_crops")], code_version=p.code_version("label"),
-              description="Per face: the teacher's voted 101-bin vector, expected age, member vectors.")
+    @dg.asset(**p.asset_args("label", "Per face: the teacher's voted 101-bin vector, expected age, member vectors."))
     def teacher_soft_labels(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
         settings = p.run_settings(config, context, "label")
         result = label_shard(settings, context.partition_key)  # skipped when its crops and teacher are unchanged
         return dg.MaterializeResult(data_version=data_version(settings, "label", context.partition_key), metadata={
             "faces": result.rows, "up_to_date": result.skipped, "path": dg.MetadataValue.path(str(result.path))})
 
-    @dg.asset(key=p.key("vmage_table"), group_name="teacher", deps=[teacher_soft_labels],
-              code_version=p.code_version("vmage"),
-              description="One row per labelled face: teacher age, vector, agreement, split, ground truth.")
+    @dg.asset(**p.asset_args("vmage", "One row per labelled face: teacher age, vector, agreement, split, ground truth."))
     def vmage_table(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
         settings = p.run_settings(config, context, "vmage")
         summary = run_vmage(settings, log=context.log.info, strict=False)  # failed checks show as asset checks

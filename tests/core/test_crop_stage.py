@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pyarrow.compute as pc
 
-from agedistill_core.crops import CROPS_SCHEMA, crop_shard
+from agedistill_core.faces.crops import CROPS_SCHEMA, crop_shard
 from agedistill_core.datasets import build_manifest
 from agedistill_core.images import decode_image, encode_jpeg
 from agedistill_core.settings import load_settings

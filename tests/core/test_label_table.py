@@ -6,7 +6,8 @@ import pytest
 from agedistill_core.images import read_image, resize
 from agedistill_core.settings import TeacherSettings
 from agedistill_core.teacher import AGE_AXIS, build_teacher, rebin
-from agedistill_core.vmage import age_group, check_vmage
+from agedistill_core.evaluate.metrics import age_group
+from agedistill_core.teacher.vmage import check_vmage
 from agedistill_testing import UTKFACE, needs_utkface
 
 

@@ -5,8 +5,8 @@ import math
 import dagster as dg
 import pyarrow.parquet as pq
 
-from agedistill_core.crops import CROPS_SCHEMA
-from agedistill_core.labels import LABELS_SCHEMA
+from agedistill_core.faces.crops import CROPS_SCHEMA
+from agedistill_core.teacher.label import LABELS_SCHEMA
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import list_shards, read_shards, read_table
 from agedistill_dag.materialize import materialize_all

@@ -11,14 +11,16 @@ import pytest
 from skimage import data
 
 from agedistill_core.cli import main
-from agedistill_core.evaluate.predict import frame_faces, iou, load_student, suppress_overlaps
+from agedistill_core.evaluate.predict import frame_faces, iou, suppress_overlaps
+from agedistill_core.students.inference import load_student
 from agedistill_core.faces import Detection, extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
 from agedistill_core.images import decode_image, encode_jpeg, read_image
 from agedistill_core.settings import FaceSettings, load_settings
 from agedistill_core.shards import read_shards, read_table
 from agedistill_core.students.augment import AugmentConfig
-from agedistill_core.students.data import FaceDataset, FaceSet, collate
+from agedistill_core.students.data import FaceDataset, collate
+from agedistill_core.teacher.vmage import FaceSet
 from agedistill_testing import FAIRFACE, UTKFACE, write_params
 
 # 448x448 FairFace photos: 0001 has a second face; in 0288 the most confident box is not the face

@@ -13,6 +13,7 @@ import pytest
 from skimage import data
 
 import agedistill_core.evaluate.predict as predict_mod
+import agedistill_core.students.inference as inference_mod
 from agedistill_core.cli import main
 from agedistill_core.evaluate.predict import CSV_COLUMNS, framing_for
 from agedistill_core.settings import FaceSettings
@@ -125,8 +126,8 @@ def test_missing_default_model_is_one_line_error(tmp_path, monkeypatch, capsys):
 
 
 def test_default_model_is_used_without_checkpoint(tmp_path, monkeypatch, student_ckpt, capsys):
-    assert predict_mod.DEFAULT_CHECKPOINT == predict_mod.REPO_ROOT / "models/mn3_small_distilled/best.pt"
-    assert (predict_mod.REPO_ROOT / "agedistill_core").is_dir()  # the repository, not the cwd
+    assert predict_mod.DEFAULT_CHECKPOINT == inference_mod.REPO_ROOT / "models/mn3_small_distilled/best.pt"
+    assert (inference_mod.REPO_ROOT / "agedistill_core").is_dir()  # the repository, not the cwd
     photo = _write(tmp_path / "astronaut.jpg", data.astronaut())
     monkeypatch.setattr(predict_mod, "DEFAULT_CHECKPOINT", student_ckpt)
     monkeypatch.chdir(tmp_path)

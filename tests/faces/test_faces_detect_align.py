@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from agedistill_core.crops import _crop_one
+from agedistill_core.faces.crops import _crop_one
 from agedistill_core.errors import ConfigError
 from agedistill_core.faces import DETECTORS, extract_face, make_detector
 from agedistill_core.faces.align import get_aligner

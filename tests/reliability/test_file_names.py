@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agedistill_core.crops import crop_shard
+from agedistill_core.faces.crops import crop_shard
 from agedistill_core.datasets import build_manifest
 from agedistill_core.datasets.base import image_suffixes, manifest_notes, real_path
 from agedistill_core.errors import DataError

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from agedistill_core.cli import main as cli
-from agedistill_core.evaluate.robustness import COMPLETE, build_lfwc_partition, complete_parts, partition_dir
+from agedistill_core.corruptions.lfwc import COMPLETE, build_lfwc_partition, complete_parts, partition_dir
 from rel_helpers import PROFILE, assert_same_tables, load, make_params, one_line_error, quiet
 
 

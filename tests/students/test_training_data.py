@@ -8,7 +8,9 @@ import torch
 
 from agedistill_core.images import decode_image
 from agedistill_core.students.augment import AugmentConfig, augment_face, to_tensor
-from agedistill_core.students.data import FaceDataset, batch_tensor, iter_batches, load_split
+from agedistill_core.students.data import FaceDataset, iter_batches
+from agedistill_core.students.augment import batch_tensor
+from agedistill_core.teacher.vmage import load_split
 from agedistill_core.students.losses import band_weights
 
 

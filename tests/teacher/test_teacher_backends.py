@@ -112,7 +112,7 @@ def test_narrow_distribution_keeps_the_age():
 
 @pytest.mark.parametrize("n_outputs, loss", [(1, "paper"), (101, "distribution")])
 def test_torch_checkpoint_member(tmp_path, n_outputs, loss):
-    from agedistill_core.evaluate.predict import load_student
+    from agedistill_core.students.inference import load_student
 
     ckpt = _tiny_checkpoint(tmp_path / "best.pt", n_outputs, loss)
     m = member_from_spec({"name": "torch", "checkpoint": "best.pt"}, base_dir=tmp_path)

@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from agedistill_core.crops import USABLE, crop_shard
+from agedistill_core.faces.crops import USABLE, crop_shard
 from agedistill_core.datasets import build_manifest
-from agedistill_core.labels import LABELS_SCHEMA, label_shard
+from agedistill_core.teacher.label import LABELS_SCHEMA, label_shard
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import list_shards, read_shards, read_table
 
@@ -84,7 +84,7 @@ def test_sigkilled_process_resumes(settings, tmp_path):
     code = (
         "import sys, time\n"
         "from agedistill_core.settings import load_settings\n"
-        "from agedistill_core.labels import label_shard\n"
+        "from agedistill_core.teacher.label import label_shard\n"
         f"s = load_settings('t', {str(settings.params_path)!r})\n"
         "for sid in ['shard-00000', 'shard-00001', 'shard-00002']:\n"
         "    label_shard(s, sid, progress=lambda d, t: time.sleep(0.5) if sid != 'shard-00000' else None)\n"

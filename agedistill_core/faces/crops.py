@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +27,7 @@ from agedistill_core.faces import extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
 from agedistill_core.images import encode_jpeg, read_image
 from agedistill_core.settings import FaceSettings, Settings
-from agedistill_core.shards import read_table, shard_path, table_metadata, write_table
+from agedistill_core.shards import StageResult, read_table, shard_path, table_metadata, write_table
 
 CROPS_SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -112,14 +111,6 @@ def _manifest_shard(settings: Settings, sid: str) -> dict[str, list]:
     for c in ("path_bytes", "duplicate_of"):
         cols.setdefault(c, [None] * manifest.num_rows)
     return cols
-
-
-@dataclass
-class StageResult:
-    path: Path
-    rows: int
-    counts: dict[str, int]
-    skipped: bool = False
 
 
 def status_counts(table: pa.Table) -> dict[str, int]:

@@ -7,31 +7,18 @@ Columns: ``image_id``, ``face``, ``dataset``, ``split``, ``teacher_age``,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agedistill_core.crops import USABLE
+from agedistill_core.faces.crops import USABLE
 from agedistill_core.settings import Settings
 from agedistill_core.errors import DataError
+from agedistill_core.evaluate.metrics import SPEC_GROUPS, age_group, group_label
 from agedistill_core.shards import join_columns, read_shards, read_table, shard_path, table_metadata, write_table
-
-# SPEC section 5: the groups used to describe a corpus
-SPEC_GROUPS = ((0, 15), (16, 25), (26, 35), (36, 45), (46, 60), (61, 100))
-
-
-def group_label(lo: int, hi: int) -> str:
-    return f"{lo}-{hi}"
-
-
-def age_group(ages: np.ndarray) -> list[str]:
-    edges = np.array([hi + 0.5 for _, hi in SPEC_GROUPS[:-1]])
-    idx = np.searchsorted(edges, np.asarray(ages, np.float64))
-    labels = [group_label(*g) for g in SPEC_GROUPS]
-    return [labels[i] for i in idx]
-
 
 def _manifest(settings: Settings) -> tuple[pa.Table, list[str]]:
     manifest = read_table(settings.manifest_path, ["image_id", "dataset", "split", "age", "age_group", "shard"])
@@ -174,3 +161,64 @@ def sources_markdown(per: dict) -> str:
         lines.append(f"| {src} | {row['images']} | {row['labelled']} | "
                      + " | ".join(str(row["status"].get(k, 0)) for k in statuses) + f" | {mae_txt} |")
     return "\n".join(lines) + "\n"
+
+
+# -- one split of the table, joined with its crops: what students learn and evaluation scores --
+
+@dataclass
+class FaceSet:
+    """Parallel columns for one split: what a student sees and learns."""
+    image_id: list[str]
+    jpeg: list[bytes]
+    target_age: np.ndarray          # (N,) teacher age or ground truth
+    target_probs: np.ndarray | None  # (N, 101) teacher vector (None for ground truth)
+    age_spread: np.ndarray          # (N,) teacher disagreement (0 for ground truth)
+    teacher_age: np.ndarray         # (N,) the teacher's age (nan where unlabelled)
+    gt_age: np.ndarray              # (N,) ground truth (nan where unknown)
+    source: list[str] = field(default_factory=list)  # source id per face ([] = unknown)
+
+    def __len__(self) -> int:
+        return len(self.jpeg)
+
+    def subset(self, idx: np.ndarray) -> "FaceSet":
+        pick = lambda a: None if a is None else a[idx]  # noqa: E731
+        return FaceSet([self.image_id[i] for i in idx], [self.jpeg[i] for i in idx], self.target_age[idx],
+                       pick(self.target_probs), self.age_spread[idx], self.teacher_age[idx], self.gt_age[idx],
+                       [self.source[i] for i in idx] if self.source else [])
+
+    def fingerprint(self) -> str:
+        """A short hash of which faces and which targets: a resume is refused when it changes."""
+        h = hashlib.sha1()
+        for iid in self.image_id:
+            h.update(iid.encode("utf-8", "surrogateescape") + b"\0")
+        h.update(np.round(np.nan_to_num(self.target_age, nan=-1.0), 3).astype(np.float32).tobytes())
+        return h.hexdigest()[:16]
+
+
+def load_split(settings: Settings, split: str, label_source: str = "teacher",
+               sources: tuple[str, ...] | list[str] | None = None) -> FaceSet:
+    """Join the label table with the crops for one split (only ``sources``, when given)."""
+    vmage = read_table(settings.vmage_path, ["image_id", "face", "dataset", "split", "teacher_age", "probs",
+                                             "age_spread", "gt_age"])
+    vmage = vmage.filter(pc.equal(vmage["split"], split))
+    if sources:
+        vmage = vmage.filter(pc.is_in(vmage["dataset"], pa.array(list(sources), pa.string())))
+    if label_source == "ground_truth":
+        vmage = vmage.filter(pc.is_valid(vmage["gt_age"]))
+    crops = manifest_crops(settings, ["image_id", "face", "jpeg", "status"])
+    crops = crops.filter(pc.is_in(crops["status"], pa.array(USABLE))).drop_columns(["status"])
+    table = join_columns(vmage, crops, ["image_id", "face"], ["jpeg"], how="inner").sort_by("image_id")
+    probs = np.asarray(table["probs"].combine_chunks().flatten().to_numpy(), np.float32).reshape(-1, 101)
+    teacher_age = table["teacher_age"].to_numpy().astype(np.float32)
+    gt = table["gt_age"].to_numpy(zero_copy_only=False).astype(np.float32)
+    teacher = label_source == "teacher"
+    return FaceSet(
+        image_id=table["image_id"].to_pylist(),
+        jpeg=table["jpeg"].to_pylist(),
+        target_age=teacher_age if teacher else gt,
+        target_probs=probs if teacher else None,
+        age_spread=table["age_spread"].to_numpy().astype(np.float32) if teacher else np.zeros(len(gt), np.float32),
+        teacher_age=teacher_age,
+        gt_age=gt,
+        source=table["dataset"].to_pylist(),
+    )

@@ -1,0 +1,121 @@
+"""The core's import layers: every import (module-level or inside a function) runs downward
+or within a layer, never up; no import cycles; the core never imports dagster.
+
+The layers (README, "Architecture"), bottom to top:
+  0 foundation   errors, registry
+  1 io           images, shards, settings
+  2 blocks       datasets, faces (detection, alignment, framing), corruptions (the 13 functions),
+                 evaluate.metrics, students' networks, augmentation, checkpoints, losses, DDP
+  3 models       students.inference / export (a trained student), teacher members and ensemble
+  4 stages       faces.crops, teacher.label / vmage / report / measure, corruptions.lfwc,
+                 students.data / train / finetune / ship / report, evaluate.benchmark / robustness / predict
+  5 pipeline     pipeline (the stage table), dvcyaml, cli
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+CORE = Path(__file__).resolve().parents[2] / "agedistill_core"
+
+LAYERS = {
+    "errors": 0, "registry": 0,
+    "images": 1, "shards": 1, "settings": 1,
+    "datasets": 2, "faces": 2, "corruptions": 2, "evaluate.metrics": 2,
+    "students.zoo": 2, "students.augment": 2, "students.checkpoint": 2, "students.losses": 2,
+    "students.distributed": 2,
+    "students.inference": 3, "students.export": 3, "teacher": 3,
+    "faces.crops": 4, "teacher.label": 4, "teacher.vmage": 4, "teacher.report": 4, "teacher.measure": 4,
+    "corruptions.lfwc": 4, "students": 4, "evaluate": 4,
+    "pipeline": 5, "dvcyaml": 5, "cli": 5,
+}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(CORE).with_suffix("")
+    parts = [p for p in rel.parts if p != "__init__"]
+    return ".".join(parts)
+
+
+def layer(module: str) -> int:
+    """The layer of ``module`` (relative to agedistill_core): its longest listed prefix."""
+    parts = module.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in LAYERS:
+            return LAYERS[key]
+    raise KeyError(f"agedistill_core.{module} has no layer in LAYERS: add it")
+
+
+def imports(path: Path) -> set[str]:
+    """Every agedistill_core module ``path`` imports (relative names), at any depth in the file."""
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".") if package else []
+                base = base[:len(base) - (node.level - 1)]
+                mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                found.add("agedistill_core." + mod if mod else "agedistill_core")
+                found |= {f"agedistill_core.{mod}.{a.name}" if mod else f"agedistill_core.{a.name}"
+                          for a in node.names}
+            elif node.module:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+    modules = {m.removeprefix("agedistill_core.") for m in found if m.startswith("agedistill_core.")}
+    return {m for m in modules if _exists(m)} | ({"dagster"} if any(m.split(".")[0] == "dagster" for m in found)
+                                                 else set())
+
+
+def _exists(module: str) -> bool:
+    p = CORE.joinpath(*module.split("."))
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
+GRAPH = {module_name(p): imports(p) for p in sorted(CORE.rglob("*.py")) if p.parent != CORE or p.name != "__init__.py"}
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})"
+            for m, deps in graph.items() for d in sorted(deps - {"dagster"}) if layer(d) > layer(m)]
+
+
+def test_every_module_has_a_layer():
+    for module in GRAPH:
+        layer(module)
+
+
+def test_the_core_never_imports_dagster():
+    assert [m for m, deps in GRAPH.items() if "dagster" in deps] == []
+
+
+def test_no_import_runs_upward():
+    assert upward(GRAPH) == []
+
+
+def test_no_import_cycles():
+    # a module importing a name from its own package's __init__ is not counted (the package
+    # imports the module to export it); a package's __init__ importing its modules is.
+    def edges(m):
+        return {d for d in GRAPH.get(m, ()) if d != m and d in GRAPH and not m.startswith(d + ".")}
+
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m, stack):
+        state[m] = 1
+        for d in sorted(edges(m)):
+            if state.get(d) == 1:
+                cycles.append(" -> ".join(stack[stack.index(d):] + [d]))
+            elif d not in state:
+                visit(d, stack + [d])
+        state[m] = 2
+
+    for m in sorted(GRAPH):
+        if m not in state:
+            visit(m, [m])
+    assert cycles == []
