@@ -52,11 +52,9 @@ def _rel(path: Path, root: Path) -> str:
         return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
 
 
-def _item(path: str, persist: bool = False, cache: bool = True) -> list[str]:
-    flags = (["persist: true"] if persist else []) + (["cache: false"] if not cache else [])
-    if not flags:
-        return [f"      - {path}"]
-    return [f"      - {path}:"] + [f"          {f}" for f in flags]
+def _item(path: str, persist: bool = False) -> list[str]:
+    # every output is cached (none is kept in git: data/ is ignored), so `dvc push` / `pull` carry all of them
+    return [f"      - {path}:", "          persist: true"] if persist else [f"      - {path}"]
 
 
 def render(settings: Settings) -> str:
@@ -81,7 +79,7 @@ def render(settings: Settings) -> str:
             if outs:
                 lines.append(f"    {title}:")
                 for o in outs:
-                    lines += _item(f"{work}/{o.path}", o.persist, o.cache)
+                    lines += _item(f"{work}/{o.path}", o.persist)
         lines.append("")
     curves = [f"{_rel(run_dir(settings, arch), root)}/metrics.csv" for arch in settings.students.archs]
     lines.append("# Training curves of each student run (`dvc plots show`, `dvc plots diff` across experiments).")

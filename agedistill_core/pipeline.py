@@ -190,7 +190,6 @@ class Output:
     """A file or folder a stage writes, relative to the profile's workdir."""
     path: str
     persist: bool = False      # kept between runs: the stage updates it in place (per shard, resumable)
-    cache: bool = True         # False: small text/images DVC keeps in git rather than its cache
     kind: str = "out"          # out | metric | plot
 
 
@@ -202,7 +201,8 @@ class Stage:
     run: Callable                     # run(settings, **options, log=...): the whole stage
     help: str
     partitions: str | None = None     # None | shards | lfwc (corruption x severity) | students (run name)
-    needs: tuple[str, ...] = ()       # stages whose outputs it reads
+    needs: tuple[str, ...] = ()       # stages whose outputs it reads (the label table stands for the crops it
+                                      # joins: its version chains theirs, so a crop change reaches every reader)
     settings: tuple[str, ...] = ()    # settings sections it reads (after the profile is merged)
     code: tuple[str, ...] = ()        # source paths whose change re-runs it (dvc.yaml deps)
     outs: tuple[Output, ...] = ()
@@ -230,33 +230,33 @@ STAGES: tuple[Stage, ...] = (
           options=(Option("--shard", "shards", "only this shard (repeatable)"),)),
     Stage("vmage", "vmage_table", "teacher", run_vmage,
           "join the labels into the label table and check it",
-          needs=("manifest", "crops", "label"),
+          needs=("manifest", "label"),   # and the crops, through the label shards (whose versions chain theirs)
           code=("agedistill_core/teacher/vmage.py", "agedistill_core/teacher/report.py"),
           outs=(Output("vmage.parquet"),
-                Output("vmage_summary.json", cache=False, kind="metric"),
-                Output("vmage_age_groups.png", cache=False, kind="plot"))),
+                Output("vmage_summary.json", kind="metric"),
+                Output("vmage_age_groups.png", kind="plot"))),
     Stage("lfwc", "lfwc_images", "robustness", run_lfwc,
           "corrupt the evaluation crops (13 corruptions x 5 severities)", partitions="lfwc",
-          needs=("crops", "vmage"), settings=("dataset", "faces", "split", "corruptions"),
+          needs=("vmage",), settings=("dataset", "faces", "split", "corruptions"),
           code=("agedistill_core/corruptions",),
           outs=(Output("lfwc", persist=True),),
           options=(Option("--corruption", "names", "only this corruption (repeatable)"),
                    Option("--severity", "severities", "only this severity (repeatable)", int))),
     Stage("train", "student_checkpoints", "students", run_students,
           "train students", partitions="students",
-          needs=("crops", "vmage"), settings=("students", "faces", "seed"),
+          needs=("vmage",), settings=("students", "faces", "seed"),
           code=("agedistill_core/students",),
           outs=(Output("students", persist=True),),    # last.pt lets a killed run resume
           options=(Option("--arch", "archs", "only this architecture (repeatable)"),)),
     Stage("evaluate", "benchmark_tables", "benchmarks", run_evaluate,
           "write the benchmark tables (and robustness, where lfwc exists)",
-          needs=("crops", "vmage", "lfwc", "train"), settings=("evaluate", "corruptions"),
+          needs=("vmage", "lfwc", "train"), settings=("evaluate", "corruptions"),
           code=("agedistill_core/evaluate",),
           outs=(Output("benchmarks/benchmark.parquet"), Output("benchmarks/benchmark_by_source.parquet"),
                 Output("benchmarks/robustness.parquet"),
-                Output("benchmarks/benchmark.md", cache=False), Output("benchmarks/robustness.md", cache=False),
-                Output("benchmarks/metrics.json", cache=False, kind="metric"),
-                Output("benchmarks/robustness.png", cache=False, kind="plot"))),
+                Output("benchmarks/benchmark.md"), Output("benchmarks/robustness.md"),
+                Output("benchmarks/metrics.json", kind="metric"),
+                Output("benchmarks/robustness.png", kind="plot"))),
 )
 STAGE: dict[str, Stage] = {s.name: s for s in STAGES}
 
