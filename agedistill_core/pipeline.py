@@ -345,3 +345,15 @@ def stage_version(settings: Settings, stage: str, key=None) -> str | None:
         out = settings.benchmarks_dir
         return _file_digest(out / "benchmark.parquet", out / "robustness.parquet")
     raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE)}")
+
+
+def stages_markdown() -> str:
+    """The stage table as Markdown (README's "Architecture"; a test keeps the two equal)."""
+    kinds = {None: "—", "shards": "shard", "lfwc": "corruption x severity", "students": "student run"}
+    rows = ["| stage (CLI, DVC) | asset | partitions | reads stages | reads settings | writes (under the workdir) |",
+            "|---|---|---|---|---|---|"]
+    for st in STAGES:
+        outs = ", ".join(f"`{o.path}`" for o in st.outs)
+        rows.append(f"| `{st.name}` | `{st.asset}` | {kinds[st.partitions]} | {', '.join(st.needs) or '—'} | "
+                    f"{', '.join(st.settings) or '—'} | {outs} |")
+    return "\n".join(rows)

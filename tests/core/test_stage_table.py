@@ -93,3 +93,11 @@ def test_dagster_assets_follow_the_table():
         if st.partitions == "shards":
             assert isinstance(node.partitions_def, dg.DynamicPartitionsDefinition)
     assert {k for k in graph.get_all_asset_keys()} == {p.key(s.asset) for s in STAGES}
+
+
+def test_readme_shows_the_stage_table():
+    from agedistill_core.pipeline import stages_markdown
+    readme = (REPO / "README.md").read_text()
+    begin, end = readme.index("<!-- stage-table"), readme.index("<!-- /stage-table -->")
+    shown = readme[begin:end].split("\n", 1)[1].strip()
+    assert shown == stages_markdown(), "README's stage table is stale: paste agedistill_core.pipeline.stages_markdown()"
