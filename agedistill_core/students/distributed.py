@@ -102,9 +102,6 @@ def epoch_indices(n: int, rank: int, world_size: int, epoch: int, seed: int, *, 
     return np.fromiter(iter(sampler), dtype=np.int64, count=len(sampler))
 
 
-shard_indices = epoch_indices  # the former name (the hand-written sharding it named is gone)
-
-
 def all_reduce_mean(value: float) -> float:
     """Mean of ``value`` over all ranks (the value itself when not distributed)."""
     if not is_distributed() or dist.get_world_size() == 1:

@@ -37,7 +37,6 @@ def test_epoch_indices_deterministic_and_per_epoch():
     assert len(D.epoch_indices(0, 0, 2, 0, 0)) == 0
     with pytest.raises(ValueError):
         D.epoch_indices(10, 2, 2, 0, 0)
-    assert D.shard_indices is D.epoch_indices  # the former name still works
 
 
 def test_epoch_indices_are_the_distributed_sampler_after_set_epoch():
