@@ -36,7 +36,7 @@ from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.checkpoint import load_checkpoint, load_into, restore_rng, save_checkpoint
 from agedistill_core.students.data import FaceDataset, iter_batches, quiet_opencv_threads
-from agedistill_core.teacher.vmage import FaceSet, load_split
+from agedistill_core.teacher.vmage import FaceSet, load_splits
 from agedistill_core.students.distributed import all_reduce_mean, barrier, epoch_indices, init_distributed
 from agedistill_core.students.losses import agreement_weights, band_weights, make_loss
 from agedistill_core.students.zoo import STUDENTS, create_student
@@ -129,9 +129,10 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     torch.manual_seed(seed)
     quiet_opencv_threads()
 
-    train = _subsample(load_split(settings, "train", cfg.label_source, cfg.sources), cfg.max_train_faces,
+    splits = load_splits(settings, ("train", "val"), cfg.label_source, cfg.sources)  # crop shards read once
+    train = _subsample(splits["train"], cfg.max_train_faces,
                        settings.seed)  # the profile's seed: the same faces whatever the training seed
-    val = load_split(settings, "val", cfg.label_source, cfg.sources)
+    val = splits["val"]
     loss_fn = make_loss(cfg.loss)
     model = create_student(arch, loss_fn.n_outputs, cfg.pretrained_dir)
     init_head(model, train)

@@ -198,16 +198,27 @@ class FaceSet:
 def load_split(settings: Settings, split: str, label_source: str = "teacher",
                sources: tuple[str, ...] | list[str] | None = None) -> FaceSet:
     """Join the label table with the crops for one split (only ``sources``, when given)."""
+    return load_splits(settings, (split,), label_source, sources)[split]
+
+
+def load_splits(settings: Settings, splits: tuple[str, ...] | list[str], label_source: str = "teacher",
+                sources: tuple[str, ...] | list[str] | None = None) -> dict[str, FaceSet]:
+    """``load_split`` for several splits, reading the crop shards once (training reads train and val)."""
     vmage = read_table(settings.vmage_path, ["image_id", "face", "dataset", "split", "teacher_age", "probs",
                                              "age_spread", "gt_age"])
-    vmage = vmage.filter(pc.equal(vmage["split"], split))
+    vmage = vmage.filter(pc.is_in(vmage["split"], pa.array(list(splits), pa.string())))
     if sources:
         vmage = vmage.filter(pc.is_in(vmage["dataset"], pa.array(list(sources), pa.string())))
     if label_source == "ground_truth":
         vmage = vmage.filter(pc.is_valid(vmage["gt_age"]))
     crops = manifest_crops(settings, ["image_id", "face", "jpeg", "status"])
     crops = crops.filter(pc.is_in(crops["status"], pa.array(USABLE))).drop_columns(["status"])
-    table = join_columns(vmage, crops, ["image_id", "face"], ["jpeg"], how="inner").sort_by("image_id")
+    joined = join_columns(vmage, crops, ["image_id", "face"], ["jpeg"], how="inner")
+    return {split: _face_set(joined.filter(pc.equal(joined["split"], split)).sort_by("image_id"), label_source)
+            for split in splits}
+
+
+def _face_set(table: pa.Table, label_source: str) -> FaceSet:
     probs = np.asarray(table["probs"].combine_chunks().flatten().to_numpy(), np.float32).reshape(-1, 101)
     teacher_age = table["teacher_age"].to_numpy().astype(np.float32)
     gt = table["gt_age"].to_numpy(zero_copy_only=False).astype(np.float32)

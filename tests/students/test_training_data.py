@@ -10,7 +10,7 @@ from agedistill_core.images import decode_image
 from agedistill_core.students.augment import AugmentConfig, augment_face, to_tensor
 from agedistill_core.students.data import FaceDataset, iter_batches
 from agedistill_core.students.augment import batch_tensor
-from agedistill_core.teacher.vmage import load_split
+from agedistill_core.teacher.vmage import load_split, load_splits
 from agedistill_core.students.losses import band_weights
 
 
@@ -32,6 +32,17 @@ def test_batches_equal_items_and_eval_is_the_plain_resize(tiny_settings):
     np.testing.assert_array_equal(plain[5][0], cv2.resize(crop, (96, 96), interpolation=cv2.INTER_LINEAR))
     np.testing.assert_array_equal(augment_face(crop, 96, 0.2, np.random.default_rng(0), AugmentConfig(enabled=False)),
                                   plain[5][0])
+
+
+def test_splits_read_together_equal_splits_read_apart(tiny_settings):
+    settings = tiny_settings()
+    both = load_splits(settings, ("train", "val"))
+    for split in ("train", "val"):
+        alone = load_split(settings, split)
+        assert len(alone) > 0
+        assert both[split].image_id == alone.image_id and both[split].jpeg == alone.jpeg
+        np.testing.assert_array_equal(both[split].target_probs, alone.target_probs)
+    assert not set(both["train"].image_id) & set(both["val"].image_id)
 
 
 def test_augmentation_is_deterministic_per_epoch_and_differs_across_epochs(tiny_settings):
