@@ -1,21 +1,39 @@
 """Typed settings read from ``params.yaml``: one file for Dagster, DVC and the CLI.
 
-``params.yaml`` has a ``base`` section and named ``profiles`` that override it
-(deep merge).  A profile is chosen by ``--profile``, ``$AGEDISTILL_PROFILE`` or
-the file's ``default_profile``.  Everything is validated once, here, so a typo
-fails at start-up with the key and the fix, not an hour into a run.
+``params.yaml`` names each data set once (``datasets:``), each training recipe once
+(``recipes:``) and each experiment as a profile (``profiles:``) that picks one of each
+and may override any setting::
+
+    base:     {seed: 0, faces: {...}, students: {...}, ...}     # every default
+    datasets: {utkface: {dataset: {...}, faces: {...}, workdir: data/utkface}}
+    recipes:  {short: {students: {epochs: 6, ...}}}
+    profiles: {utkface_short: {dataset: utkface, recipe: short, students: {seed: 1}}}
+
+A profile's settings are ``base``, then its data set, then its recipe, then its own
+keys, deep-merged in that order (a profile may also give ``dataset`` as a mapping: a
+data set of its own).  A profile is chosen by ``--profile``, ``$AGEDISTILL_PROFILE`` or
+the file's ``default_profile``.  The merge is validated once, here, by pydantic against
+the dataclasses below (their annotations carry the types, ranges and choices), so a
+typo fails at start-up in one line naming the profile, the key and where to fix it,
+not an hour into a run.  docs/PARAMS.md describes the file.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import importlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+import re
+import typing
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictFloat,
+                      StrictInt, StrictStr, TypeAdapter, ValidationError)
 
 from agedistill_core.errors import ConfigError
 
@@ -23,36 +41,155 @@ PARAMS_ENV = "AGEDISTILL_PARAMS"
 PROFILE_ENV = "AGEDISTILL_PROFILE"
 
 
+# -- field types: strict (no "3" for 3, no true for 1), whole numbers where counts are meant --------
+
+def _whole(value: Any) -> Any:
+    """3.0 -> 3 (YAML writes some whole numbers as floats); anything else is left to the int check."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _as_tuple(value: Any) -> Any:
+    """A YAML list -> tuple; one bare name -> a tuple of it (``archs: mn3_small``)."""
+    if isinstance(value, list):
+        return tuple(value)
+    return (value,) if isinstance(value, str) else value
+
+
+def _names(container: Any) -> list:
+    return container.names() if hasattr(container, "names") else list(container)
+
+
+# Where the valid names of a setting live.  They are looked up when a profile is validated, not
+# when this module is imported: the registries sit in the layers above this one (datasets, faces,
+# students, corruptions, teacher; tests/core/test_layers.py), and a newly registered detector,
+# student or loss is then valid without an edit here.
+REGISTRIES = {
+    "dataset": ("agedistill_core.datasets", "DATASETS"),
+    "detector": ("agedistill_core.faces.detectors", "DETECTORS"),
+    "align": ("agedistill_core.faces.align", "ALIGNERS"),
+    "student": ("agedistill_core.students.zoo", "STUDENTS"),
+    "loss": ("agedistill_core.students.losses", "LOSSES"),
+    "corruption": ("agedistill_core.corruptions", "CORRUPTIONS"),
+    "severity": ("agedistill_core.corruptions.params", "SEVERITIES"),
+    "teacher member": ("agedistill_core.teacher.members", "MEMBERS"),
+}
+
+
+def registered(kind: str) -> Any:
+    """The registry (or tuple) of valid names for ``kind`` (a key of REGISTRIES)."""
+    module, attr = REGISTRIES[kind]
+    return getattr(importlib.import_module(module), attr)
+
+
+def _one_of(kind: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        choices = registered(kind)
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(str, _names(choices)))}")
+        return value
+    return AfterValidator(check)
+
+
+def _fixed(*choices: Any) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    return AfterValidator(check)
+
+
+Whole = Annotated[int, Strict(), BeforeValidator(_whole)]
+# A number keeps its type (12 stays 12, not 12.0): section hashes of existing runs depend on it.
+Number = Union[StrictInt, Annotated[StrictFloat, Field(allow_inf_nan=False)]]
+Count = Annotated[Whole, Field(ge=1)]
+NonNegative = Annotated[Whole, Field(ge=0)]
+Share = Annotated[Number, Field(ge=0, lt=1)]
+Fraction = Annotated[Number, Field(ge=0, le=1)]
+Text = Annotated[StrictStr, Field(min_length=1)]
+DatasetName = Annotated[StrictStr, _one_of("dataset")]
+Detector = Annotated[StrictStr, _one_of("detector")]
+Aligner = Annotated[StrictStr, _one_of("align")]
+Arch = Annotated[StrictStr, _one_of("student")]
+Loss = Annotated[StrictStr, _one_of("loss")]
+CorruptionName = Annotated[StrictStr, _one_of("corruption")]
+Severity = Annotated[Whole, _one_of("severity")]
+SourceId = Annotated[StrictStr, Field(min_length=1, pattern=r"^[^/]+$")]
+
+
+def _member(value: Any) -> Any:
+    """A teacher member: a registered name, or a mapping {name: <registered>, ...its options}."""
+    name = value.get("name") if isinstance(value, dict) else value
+    if not isinstance(name, str):
+        raise ValueError(f"must be a member name or a mapping with 'name' (e.g. age_gender_onnx, or "
+                         f"{{name: caffe, prototxt: ..., caffemodel: ...}}), got {_short(value)}")
+    members = registered("teacher member")
+    if name not in members:
+        raise ValueError(f"{name!r} is not one of {', '.join(members.names())}")
+    return value
+
+
+Member = Annotated[Any, AfterValidator(_member)]
+FORBID = ConfigDict(extra="forbid")
+
+
+class _SourceEntry(BaseModel):
+    """One entry of ``dataset.sources`` (its ``faces`` / ``split`` are checked merged over the profile's)."""
+    model_config = FORBID
+    id: SourceId
+    name: DatasetName
+    root: Text
+    limit: Optional[Count] = None
+    faces: Optional[dict[StrictStr, Any]] = None
+    split: Optional[dict[StrictStr, Any]] = None
+
+
+def _source_dicts(entries: tuple) -> tuple:
+    """Sources are kept as the mappings params.yaml gives (the dataset section hash hashes them)."""
+    ids = [e.id for e in entries]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"source id(s) {', '.join(twice)} appear twice; ids must be unique")
+    return tuple(e.model_dump(exclude_unset=True) for e in entries)
+
+
+Sources = Annotated[tuple[_SourceEntry, ...], BeforeValidator(_as_tuple), AfterValidator(_source_dicts)]
+
+
+# -- the settings: frozen dataclasses whose annotations are the schema ---------------------------
+
 @dataclass(frozen=True)
 class DatasetSettings:
-    name: str = "demo"             # a key of agedistill_core.datasets.DATASETS
-    root: str = "data/demo/raw"    # data root; relative paths are relative to params.yaml
-    limit: int | None = None       # keep at most this many images (fixed-seed sample)
+    __pydantic_config__ = FORBID
+    name: DatasetName = "demo"         # a key of agedistill_core.datasets.DATASETS
+    root: Text = "data/demo/raw"       # data root; relative paths are relative to params.yaml
+    limit: Optional[Count] = None      # keep at most this many images (fixed-seed sample)
     # Several sources as one corpus: each a mapping {id, name, root, limit?, faces?, split?}
     # (``faces`` / ``split`` override the profile's for that source only).  Empty: the
     # single source above, whose id is ``name``.
-    sources: tuple = ()
+    sources: Sources = ()
 
 
 @dataclass(frozen=True)
 class SplitSettings:
-    test: float = 0.2              # share of images (or subjects) in the test split
-    val: float = 0.2               # share of the rest that validates (SPEC: 2 of 10)
+    __pydantic_config__ = FORBID
+    test: Share = 0.2                  # share of images (or subjects) in the test split
+    val: Share = 0.2                   # share of the rest that validates (SPEC: 2 of 10)
 
 
 @dataclass(frozen=True)
 class FaceSettings:
-    detector: str = "none"         # a key of agedistill_core.faces.DETECTORS
-    align: str = "none"            # none (square box + margin) | dlib5 (5-point landmark chip)
-    align_padding: float = 0.2     # dlib5 chip padding (dlib's default; the age network's framing)
-    margin: float = 0.2            # SPEC 2: square box + 0.2 on each side
-    crop_size: int = 160           # stored crop side in pixels
-    min_score: float = 0.5
-    whole_image_fallback: bool = True  # a crop with no detection becomes its own box
-    whole_image_max_side: int = 512   # ...if its longer side is at most this (larger: a photo -> no_face)
-    min_face: int = 24             # a face box under this many pixels (shorter side) is `too_small`; 0 = off
-    jpeg_quality: int = 95
-    workers: int = 1
+    __pydantic_config__ = FORBID
+    detector: Detector = "none"        # a key of agedistill_core.faces.DETECTORS
+    align: Aligner = "none"            # none (square box + margin) | dlib5 (5-point landmark chip)
+    align_padding: Fraction = 0.2      # dlib5 chip padding (dlib's default; the age network's framing)
+    margin: Fraction = 0.2             # SPEC 2: square box + 0.2 on each side
+    crop_size: Annotated[Whole, Field(ge=16)] = 160  # stored crop side in pixels
+    min_score: Fraction = 0.5
+    whole_image_fallback: StrictBool = True  # a crop with no detection becomes its own box
+    whole_image_max_side: NonNegative = 512  # ...if its longer side is at most this (larger: a photo -> no_face)
+    min_face: NonNegative = 24         # a face box under this many pixels (shorter side) is `too_small`; 0 = off
+    jpeg_quality: Annotated[Whole, Field(ge=1, le=100)] = 95
+    workers: Count = 1
 
 
 @dataclass(frozen=True)
@@ -66,66 +203,70 @@ class Source:
     limit: int | None = None
 
 
-SOURCE_KEYS = {"id", "name", "root", "limit", "faces", "split"}
+SOURCE_KEYS = set(_SourceEntry.model_fields)
 
 
 @dataclass(frozen=True)
 class TeacherSettings:
+    __pydantic_config__ = FORBID
     # Each member: a registered name (string) or a mapping {name: <registered>, ...options},
     # e.g. {name: caffe, prototxt: p, caffemodel: m, bins: 101} or {name: torch, checkpoint: c}.
-    members: tuple = ("age_gender_onnx",)
-    children: tuple = ()           # children specialists, same forms; gate below
-    children_gate: float = 12.0    # SPEC 3: children members decide when the general age <= this
-    variants: int = 8              # SPEC 3 test-time variants: 8, or 1 (original only)
-    batch_size: int = 64           # faces per batch (x variants per member forward pass)
-    threads: int = 0               # onnxruntime / torch intra-op threads; 0 = all cores
-    prefetch: bool = True          # decode the next batch in a thread while the networks run
+    members: Annotated[tuple[Member, ...], BeforeValidator(_as_tuple), Field(min_length=1)] = ("age_gender_onnx",)
+    children: Annotated[tuple[Member, ...], BeforeValidator(_as_tuple)] = ()  # children specialists; gate below
+    children_gate: Annotated[Number, Field(ge=0)] = 12.0  # SPEC 3: children members decide when general age <= this
+    variants: Annotated[Whole, _fixed(1, 8)] = 8  # SPEC 3 test-time variants: 8, or 1 (original only)
+    batch_size: Count = 64             # faces per batch (x variants per member forward pass)
+    threads: NonNegative = 0           # onnxruntime / torch intra-op threads; 0 = all cores
+    prefetch: StrictBool = True        # decode the next batch in a thread while the networks run
 
 
 @dataclass(frozen=True)
 class StudentSettings:
-    archs: tuple[str, ...] = ("mn3_small",)
-    loss: str = "paper"
-    weighting: str = "none"        # none | agreement
-    epochs: int = 70
-    lr: float | None = None        # None: the architecture's SPEC learning rate
-    lr_step_epochs: int = 20
-    lr_gamma: float = 0.2
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    batch_size: int | None = None  # None: the architecture's SPEC batch size
-    augment: bool = True
-    max_train_faces: int | None = None
-    workers: int = 0               # DataLoader worker processes
-    pretrained_dir: str | None = None  # folder of local timm weights; None: from scratch
-    label_source: str = "teacher"  # teacher (distillation) | ground_truth (baseline)
-    init_checkpoint: str | None = None  # start from this student checkpoint (fine-tuning); None: fresh
-    tag: str | None = None         # appended to the run folder name (keeps variants apart)
-    threads: int = 0               # torch intra-op threads; 0 = torch default (all cores)
-    cache_crops: bool = False      # no effect: crops are always decoded once, to the input size (kept for old params)
-    sources: tuple[str, ...] = ()  # train/validate only on faces of these source ids; () = all
-    balance: str = "none"          # none | band | band_sqrt: re-weight faces against age-band imbalance
-    channels_last: bool = True     # NHWC memory format (faster convolutions on CPU)
-    seed: int | None = None        # training seed (init, order, augmentation); None = the profile's seed
-    patience: int | None = None    # stop once the rate has decayed twice and val loss has not improved
-                                   #   for this many epochs (convergence); None = always all epochs (SPEC)
+    __pydantic_config__ = FORBID
+    archs: Annotated[tuple[Arch, ...], BeforeValidator(_as_tuple), Field(min_length=1)] = ("mn3_small",)
+    loss: Loss = "paper"               # a key of agedistill_core.students.losses.LOSSES
+    weighting: Literal["none", "agreement"] = "none"
+    epochs: Count = 70
+    lr: Optional[Annotated[Number, Field(gt=0)]] = None  # None: the architecture's SPEC learning rate
+    lr_step_epochs: Count = 20
+    lr_gamma: Annotated[Number, Field(gt=0)] = 0.2
+    momentum: Annotated[Number, Field(ge=0, lt=1)] = 0.0
+    weight_decay: Annotated[Number, Field(ge=0)] = 0.0
+    batch_size: Optional[Count] = None  # None: the architecture's SPEC batch size
+    augment: StrictBool = True
+    max_train_faces: Optional[Count] = None
+    workers: NonNegative = 0           # DataLoader worker processes
+    pretrained_dir: Optional[StrictStr] = None  # folder of local timm weights; None: from scratch
+    label_source: Literal["teacher", "ground_truth"] = "teacher"  # distillation | baseline
+    init_checkpoint: Optional[StrictStr] = None  # start from this student checkpoint (fine-tuning); None: fresh
+    tag: Optional[StrictStr] = None    # appended to the run folder name (keeps variants apart)
+    threads: NonNegative = 0           # torch intra-op threads; 0 = torch default (all cores)
+    cache_crops: StrictBool = False    # no effect: crops are always decoded once, to the input size (kept for old params)
+    sources: Annotated[tuple[StrictStr, ...], BeforeValidator(_as_tuple)] = ()  # only these source ids; () = all
+    balance: Literal["none", "band", "band_sqrt"] = "none"  # re-weight faces against age-band imbalance
+    channels_last: StrictBool = True   # NHWC memory format (faster convolutions on CPU)
+    seed: Optional[NonNegative] = None  # training seed (init, order, augmentation); None = the profile's seed
+    patience: Optional[Count] = None   # stop once the rate has decayed twice and val loss has not improved
+                                       #   for this many epochs (convergence); None = always all epochs (SPEC)
 
 
 @dataclass(frozen=True)
 class CorruptionSettings:
     """LFW+C-style robustness set: the base split's crops x corruptions x severities."""
-    enabled: bool = True           # materialise lfwc_images in `materialize_all` / the CLI `all`
-    base_split: str = "test"       # which split of the label table is corrupted
-    names: tuple[str, ...] = ()    # () = all registered corruptions (SPEC's 13)
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
-    max_faces: int | None = None   # fixed-seed subset of the base split (None = all)
-    seed: int = 0
-    workers: int = 1
+    __pydantic_config__ = FORBID
+    enabled: StrictBool = True         # materialise lfwc_images in `materialize_all` / the CLI `all`
+    base_split: Literal["train", "val", "test"] = "test"  # which split of the label table is corrupted
+    names: Annotated[tuple[CorruptionName, ...], BeforeValidator(_as_tuple)] = ()  # () = all (SPEC's 13)
+    severities: Annotated[tuple[Severity, ...], BeforeValidator(_as_tuple), Field(min_length=1)] = (1, 2, 3, 4, 5)
+    max_faces: Optional[Count] = None  # fixed-seed subset of the base split (None = all)
+    seed: NonNegative = 0
+    workers: Count = 1
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    batch_size: int = 128
+    __pydantic_config__ = FORBID
+    batch_size: Count = 128
 
 
 @dataclass(frozen=True)
@@ -161,8 +302,8 @@ class Settings:
         out = []
         for i, raw in enumerate(self.dataset.sources):
             where = f"{self.profile}.dataset.sources[{i}]"
-            faces = _build_section(FaceSettings, _merge(asdict(self.faces), raw.get("faces") or {}), f"{where}.faces")
-            split = _build_section(SplitSettings, _merge(asdict(self.split), raw.get("split") or {}), f"{where}.split")
+            faces = _validate(FaceSettings, _merge(asdict(self.faces), raw.get("faces") or {}), f"{where}.faces")
+            split = _validate(SplitSettings, _merge(asdict(self.split), raw.get("split") or {}), f"{where}.split")
             out.append(Source(str(raw["id"]), str(raw["name"]), self._path(str(raw["root"])), faces, split,
                               raw.get("limit")))
         return tuple(out)
@@ -218,6 +359,24 @@ SECTIONS = {
     "corruptions": CorruptionSettings,
 }
 TOP_LEVEL = {"workdir", "seed", "shard_size"}
+# What a data set (``datasets.<name>``) and a recipe (``recipes.<name>``) may hold.
+DATASET_KEYS = ("dataset", "split", "faces", "shard_size", "workdir")
+RECIPE_KEYS = ("students", "evaluate", "corruptions")
+
+
+class _Merged(BaseModel):
+    """One profile, merged: every section plus the top-level keys."""
+    model_config = FORBID
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
+    faces: FaceSettings = Field(default_factory=FaceSettings)
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    students: StudentSettings = Field(default_factory=StudentSettings)
+    evaluate: EvalSettings = Field(default_factory=EvalSettings)
+    corruptions: CorruptionSettings = Field(default_factory=CorruptionSettings)
+    workdir: Optional[Text] = None     # default data/<profile>
+    seed: NonNegative = 0
+    shard_size: Count = 2000           # faces per shard
 
 
 def _jsonable(obj: Any) -> Any:
@@ -240,36 +399,158 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _build_section(cls: type, raw: Any, where: str) -> Any:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(raw).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
-        )
-    values = {}
-    for key, value in raw.items():
-        default = getattr(cls(), key)
-        if isinstance(default, tuple) and isinstance(value, (list, tuple)):
-            value = tuple(value)
-        elif isinstance(default, tuple) and isinstance(value, str):
-            value = (value,)
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise ConfigError(f"{where}.{key} must be true or false, got {value!r}")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ConfigError(f"{where}.{key} must be a number, got {value!r}")
-            if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
-                if not value.is_integer():
-                    raise ConfigError(f"{where}.{key} must be a whole number, got {value!r}")
-                value = int(value)
-        values[key] = value
-    return cls(**values)
+# -- one-line errors from pydantic's -------------------------------------------------------------
 
+_BRANCH = re.compile(r"^(int|float|str|bool|none|function-\w+\[.*\]|.*\[.*\])$")  # union / wrapper tags in a loc
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _clean(loc: tuple) -> tuple:
+    return tuple(p for p in loc if isinstance(p, int) or not _BRANCH.match(p))
+
+
+def _fields_at(cls: Any, loc: tuple) -> list[str]:
+    """The valid keys of the mapping at ``loc`` under model/dataclass ``cls`` (for unknown-key errors)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        hints = typing.get_type_hints(cls, include_extras=False) if not hasattr(cls, "model_fields") else \
+            {k: f.annotation for k, f in cls.model_fields.items()}
+        ann = hints.get(part)
+        found = None
+        stack = [ann]
+        while stack:
+            t = stack.pop()
+            if isinstance(t, type) and (hasattr(t, "model_fields") or hasattr(t, "__dataclass_fields__")):
+                found = t
+                break
+            stack.extend(typing.get_args(t))
+        if found is None:
+            return []
+        cls = found
+    if hasattr(cls, "model_fields"):
+        return sorted(cls.model_fields)
+    return sorted(cls.__dataclass_fields__)
+
+
+def _what(err: dict, errors: list[dict]) -> str:
+    kind, ctx, got = err["type"], err.get("ctx") or {}, f", got {_short(err.get('input'))}"
+    if kind == "int_type" and err["loc"][-1:] == ("int",):   # a Number: say what its float branch says
+        other = [e for e in errors if e is not err and _clean(e["loc"]) == _clean(err["loc"])]
+        if other:
+            return f"must be a number{got}" if other[0]["type"] == "float_type" else _what(other[0], errors)
+    if kind in ("int_type", "int_from_float", "int_parsing"):
+        return f"must be a whole number{got}"
+    if kind in ("float_type", "float_parsing"):
+        return f"must be a number{got}"
+    if kind == "finite_number":
+        return f"must be a finite number{got}"
+    if kind == "bool_type":
+        return f"must be true or false{got}"
+    if kind == "string_type":
+        return f"must be text{got}"
+    if kind in ("tuple_type", "list_type"):
+        return f"must be a list{got}"
+    if kind in ("dict_type", "model_type", "dataclass_type", "model_attributes_type", "dataclass_exact_type"):
+        return f"must be a mapping{got}"
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace("'", "").replace(" or ", ", ")
+        return f"{_short(err.get('input'))} is not one of {expected}"
+    bounds = {"greater_than_equal": (">=", "ge"), "greater_than": (">", "gt"),
+              "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
+    if kind in bounds:
+        op, key = bounds[kind]
+        return f"must be {op} {ctx.get(key)}{got}"
+    if kind == "too_short":
+        return f"must list at least {ctx.get('min_length')}{got}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_pattern_mismatch":
+        return f"must not contain '/'{got}"
+    if kind == "missing":
+        return "is missing"
+    if kind == "value_error":
+        return str(ctx.get("error") or err["msg"])
+    return f"{err['msg']}{got}"
+
+
+class _Where:
+    """Says where a setting came from: the dotted params.yaml key (of the last layer that sets it)."""
+
+    def __init__(self, path: Path, profile: str, layers: list[tuple[str, dict]], overrides: dict | None):
+        self.path, self.profile, self.layers, self.overrides = path, profile, layers, overrides or {}
+
+    @staticmethod
+    def _has(tree: Any, loc: tuple) -> bool:
+        for part in loc:
+            if isinstance(part, int):
+                if not isinstance(tree, list) or part >= len(tree):
+                    return False
+            elif not isinstance(tree, dict) or part not in tree:
+                return False
+            tree = tree[part]
+        return True
+
+    def origin(self, loc: tuple) -> str:
+        for depth in range(len(loc), 0, -1):
+            if self._has(self.overrides, loc[:depth]):
+                return "given on the command line"
+            for prefix, layer in reversed(self.layers):
+                if self._has(layer, loc[:depth]):
+                    return f"fix it in {self.path.name} ({_dotted((prefix, *loc[:depth]))})"
+        return f"fix it in {self.path.name} (profiles.{self.profile})"
+
+    def error(self, loc: tuple, what: str) -> ConfigError:
+        return ConfigError(f"{_dotted((self.profile, *loc))}: {what}; {self.origin(loc)}")
+
+    def from_pydantic(self, exc: ValidationError, root: Any, prefix: tuple = ()) -> ConfigError:
+        """The first of pydantic's errors in one line (all the unknown keys of one mapping at once)."""
+        errors = exc.errors(include_url=False)
+        first = errors[0]
+        loc = _clean(first["loc"])
+        if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            unknown = sorted({str(_clean(e["loc"])[-1]) for e in errors
+                              if e["type"] == first["type"] and _clean(e["loc"])[:-1] == loc[:-1]})
+            valid = _fields_at(root, loc[:-1])
+            parent = (*prefix, *loc[:-1])
+            return ConfigError(f"{_dotted((self.profile, *parent))}: unknown key(s) {', '.join(unknown)}"
+                               + (f"; valid keys: {', '.join(valid)}" if valid else "")
+                               + f"; {self.origin((*parent, unknown[0]))}")
+        return self.error((*prefix, *loc), _what(first, errors))
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def _validate(cls: type, raw: Any, where: str) -> Any:
+    """One section (e.g. a source's merged ``faces``) validated; ``where`` prefixes the error."""
+    try:
+        return _adapter(cls).validate_python(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = _clean(err["loc"])
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+            what = f"unknown key(s) {loc[-1]}; valid keys: {', '.join(_fields_at(cls, loc[:-1]))}"
+            loc = loc[:-1]
+        else:
+            what = _what(err, exc.errors(include_url=False))
+        raise ConfigError(f"{_dotted((where, *loc))}: {what}; fix it in params.yaml") from None
+
+
+# -- params.yaml: find, read, layer, merge ------------------------------------------------------
 
 def find_params(path: str | os.PathLike | None = None) -> Path:
     """The params file: the argument, else $AGEDISTILL_PARAMS, else ./params.yaml, else the repo's."""
@@ -289,9 +570,64 @@ def load_raw(path: Path) -> dict:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
-    if not isinstance(raw, dict) or "profiles" not in raw:
-        raise ConfigError(f"{path} must have a 'profiles' mapping (and optionally 'base')")
+    if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict):
+        raise ConfigError(f"{path} must have a 'profiles' mapping (and optionally 'base', 'datasets', 'recipes')")
+    for key in ("base", "datasets", "recipes"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise ConfigError(f"{path}: '{key}' must be a mapping, got {_short(raw[key])}")
     return raw
+
+
+def _profile_name(path: Path, raw: dict, profile: str | None) -> str:
+    profiles = raw["profiles"]
+    name = profile or os.environ.get(PROFILE_ENV) or raw.get("default_profile")
+    if not name:
+        raise ConfigError(f"{path}: no profile given and no default_profile; choose one of: "
+                          f"{', '.join(sorted(profiles))}")
+    if name not in profiles:
+        raise ConfigError(f"{path}: unknown profile {name!r}; choose one of: {', '.join(sorted(profiles))}")
+    if profiles[name] is not None and not isinstance(profiles[name], dict):
+        raise ConfigError(f"{path}: profiles.{name} must be a mapping, got {_short(profiles[name])}")
+    return name
+
+
+def _reference(path: Path, raw: dict, name: str, key: str) -> str | None:
+    """The data set or recipe profile ``name`` names (``dataset: utkface``), checked; None if none."""
+    group, allowed = ("datasets", DATASET_KEYS) if key == "dataset" else ("recipes", RECIPE_KEYS)
+    ref = (raw["profiles"][name] or {}).get(key)
+    if ref is None or (key == "dataset" and isinstance(ref, dict)):
+        return None                      # no recipe, or a data set of the profile's own
+    known = raw.get(group) or {}
+    what = "data set" if key == "dataset" else "recipe"
+    fix = f"fix it in {path.name}"
+    if not isinstance(ref, str) or ref not in known:
+        raise ConfigError(f"{name}.{key}: {_short(ref)} is not a {what} under '{group}:'; known: "
+                          f"{', '.join(sorted(known)) or '(none)'}; {fix} (profiles.{name}.{key})")
+    entry = known[ref]
+    if entry is not None and not isinstance(entry, dict):
+        raise ConfigError(f"{name}: {what} {ref!r} must be a mapping, got {_short(entry)}; {fix} ({group}.{ref})")
+    unknown = sorted(set(entry or {}) - set(allowed))
+    if unknown:
+        other = "the recipe or the profile" if key == "dataset" else "the data set or the profile"
+        raise ConfigError(f"{name}: {what} {ref!r} has unknown key(s) {', '.join(unknown)}; a {what} holds "
+                          f"{', '.join(allowed)} (put the others in {other}); {fix} ({group}.{ref}.{unknown[0]})")
+    return ref
+
+
+def _layers(path: Path, raw: dict, name: str) -> list[tuple[str, dict]]:
+    """(dotted prefix, mapping) of each layer of profile ``name``, in merge order."""
+    dataset, recipe = _reference(path, raw, name, "dataset"), _reference(path, raw, name, "recipe")
+    own = dict(raw["profiles"][name] or {})
+    own.pop("recipe", None)
+    if dataset is not None:
+        own.pop("dataset")
+    layers = [("base", raw.get("base") or {})]
+    if dataset is not None:
+        layers.append((f"datasets.{dataset}", raw["datasets"][dataset] or {}))
+    if recipe is not None:
+        layers.append((f"recipes.{recipe}", raw["recipes"][recipe] or {}))
+    layers.append((f"profiles.{name}", own))
+    return layers
 
 
 def param_sources(profile: str | None = None, params: str | os.PathLike | None = None) -> dict[str, list[str]]:
@@ -299,17 +635,23 @@ def param_sources(profile: str | None = None, params: str | os.PathLike | None =
     top-level key (``faces``, ``students``, ``seed`` ...), the dotted params.yaml keys
     whose values are merged into it, in merge order, listing only keys that exist.
 
-    dvc.yaml's ``params`` are built from this (``agedistill_core.stages``), so DVC sees
-    a change wherever in params.yaml it is made (``base.faces`` or ``profiles.P.faces``)."""
+    A profile's ``dataset: <name>`` / ``recipe: <name>`` reference is listed (before the
+    data set's / recipe's own key) for every key a data set / recipe may set: pointing it
+    elsewhere changes those settings.  dvc.yaml's ``params`` are built from this
+    (``agedistill_core.stages``), so DVC sees a change wherever in params.yaml it is made."""
     path = find_params(params)
     raw = load_raw(path)
-    name = profile or os.environ.get(PROFILE_ENV) or raw.get("default_profile")
-    if name not in (raw.get("profiles") or {}):
-        raise ConfigError(f"{path}: unknown profile {name!r}; choose one of: {', '.join(sorted(raw['profiles']))}")
-    layers = [("base", raw.get("base") or {}), (f"profiles.{name}", raw["profiles"][name] or {})]
+    name = _profile_name(path, raw, profile)
     out: dict[str, list[str]] = {}
     for key in [*SECTIONS, *sorted(TOP_LEVEL)]:
-        out[key] = [f"{prefix}.{key}" for prefix, layer in layers if key in layer]
+        keys = []
+        for prefix, layer in _layers(path, raw, name):
+            ref = "dataset" if prefix.startswith("datasets.") else "recipe" if prefix.startswith("recipes.") else None
+            if ref is not None and key in (DATASET_KEYS if ref == "dataset" else RECIPE_KEYS):
+                keys.append(f"profiles.{name}.{ref}")
+            if key in layer:
+                keys.append(f"{prefix}.{key}")
+        out[key] = keys
     return out
 
 
@@ -321,154 +663,50 @@ def load_settings(
     """Read, merge and validate one profile of ``params.yaml``."""
     path = find_params(params)
     raw = load_raw(path)
-    profiles = raw.get("profiles") or {}
-    name = profile or os.environ.get(PROFILE_ENV) or raw.get("default_profile")
-    if not name:
-        raise ConfigError(f"{path}: no profile given and no default_profile; choose one of {sorted(profiles)}")
-    if name not in profiles:
-        raise ConfigError(f"{path}: unknown profile {name!r}; choose one of: {', '.join(sorted(profiles))}")
-    merged = _merge(raw.get("base") or {}, profiles[name] or {})
+    name = _profile_name(path, raw, profile)
+    layers = _layers(path, raw, name)
+    merged: dict = {}
+    for _prefix, layer in layers:
+        merged = _merge(merged, layer)
     merged = _merge(merged, overrides or {})
+    where = _Where(path, name, layers, overrides)
     unknown = sorted(set(merged) - set(SECTIONS) - TOP_LEVEL)
     if unknown:
-        raise ConfigError(
-            f"{path} profile {name!r}: unknown key(s) {', '.join(unknown)}; "
-            f"valid: {', '.join(sorted(set(SECTIONS) | TOP_LEVEL))}"
-        )
-    sections = {k: _build_section(cls, merged.get(k), f"{name}.{k}") for k, cls in SECTIONS.items()}
-    workdir = Path(merged.get("workdir") or f"data/{name}")
+        valid = sorted(set(SECTIONS) | TOP_LEVEL | {"recipe"})
+        raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(valid)}; "
+                          f"{where.origin((unknown[0],))}")
+    try:
+        m = _Merged.model_validate(merged)
+    except ValidationError as exc:
+        raise where.from_pydantic(exc, _Merged) from None
+    workdir = Path(m.workdir or f"data/{name}").expanduser()
     if not workdir.is_absolute():
         workdir = path.parent / workdir
-    settings = Settings(
-        profile=name,
-        params_path=path,
-        workdir=workdir,
-        seed=int(merged.get("seed", 0)),
-        shard_size=int(merged.get("shard_size", 2000)),
-        **sections,
-    )
-    _validate(settings)
+    settings = Settings(profile=name, params_path=path, workdir=workdir, seed=m.seed, shard_size=m.shard_size,
+                        **{key: getattr(m, key) for key in SECTIONS})
+    _check_sources(settings, where)
     return settings
 
 
-def _validate_sources(s: Settings) -> None:
-    seen = set()
+def _check_sources(s: Settings, where: _Where) -> None:
+    """What one section cannot check alone: per-source framing and splits, ``students.sources``."""
     for i, raw in enumerate(s.dataset.sources):
-        where = f"{s.profile}.dataset.sources[{i}]"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{where} must be a mapping with id, name and root, got {raw!r}")
-        unknown = sorted(set(raw) - SOURCE_KEYS)
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(SOURCE_KEYS))}")
-        for key in ("id", "name", "root"):
-            if not isinstance(raw.get(key), str) or not raw[key]:
-                raise ConfigError(f"{where} needs a non-empty '{key}' (e.g. id: lfw, name: lfw, root: ../shared/data/lfw)")
-        if "/" in raw["id"] or raw["id"] in seen:
-            raise ConfigError(f"{where}: id {raw['id']!r} must be unique and contain no '/'")
-        seen.add(raw["id"])
-        limit = raw.get("limit")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-            raise ConfigError(f"{where}.limit must be a whole number >= 1 or null, got {limit!r}")
-    srcs = s.sources  # builds (and so validates) every source's faces and split
-    for src in srcs:
+        for key, cls in (("faces", FaceSettings), ("split", SplitSettings)):
+            try:
+                _adapter(cls).validate_python(_merge(asdict(getattr(s, key)), raw.get(key) or {}))
+            except ValidationError as exc:
+                raise where.from_pydantic(exc, cls, ("dataset", "sources", i, key)) from None
+    srcs = s.sources
+    for i, src in enumerate(srcs):
+        loc = ("dataset", "sources", i) if s.dataset.sources else ("split",)
         if (src.faces.crop_size, src.faces.margin) != (s.faces.crop_size, s.faces.margin):
-            raise ConfigError(f"{s.profile}: source {src.id!r} changes faces.crop_size or faces.margin; "
-                              "students need one framing size and margin: set them in the profile's faces")
-        for key in ("test", "val"):
-            if not 0 <= getattr(src.split, key) < 1:
-                raise ConfigError(f"{s.profile}: source {src.id!r} split.{key} must be in [0, 1)")
-    ids = {src.id for src in srcs}
+            raise where.error(loc, f"source {src.id!r} changes faces.crop_size or faces.margin; students need "
+                                   "one framing size and margin: set them in the data set's faces")
+        if (1 - src.split.test) * (1 - src.split.val) < 0.02:
+            raise where.error(loc, f"split test={src.split.test} val={src.split.val} leaves under 2% of source "
+                                   f"{src.id!r} for training; lower them")
+    ids = [src.id for src in srcs]
     for sid in s.students.sources:
         if sid not in ids:
-            raise ConfigError(f"{s.profile}.students.sources names {sid!r}, which is not a source; "
-                              f"choose from: {', '.join(sorted(ids))}")
-
-
-def _validate(s: Settings) -> None:
-    _validate_sources(s)
-    if s.shard_size < 1:
-        raise ConfigError(f"{s.profile}.shard_size must be >= 1, got {s.shard_size}")
-    for key in ("test", "val"):
-        value = getattr(s.split, key)
-        if not 0 <= value < 1:
-            raise ConfigError(f"{s.profile}.split.{key} must be in [0, 1), got {value}")
-    if not 0 <= s.faces.margin <= 1:
-        raise ConfigError(f"{s.profile}.faces.margin must be in [0, 1], got {s.faces.margin}")
-    if s.faces.crop_size < 16:
-        raise ConfigError(f"{s.profile}.faces.crop_size must be >= 16, got {s.faces.crop_size}")
-    if s.students.epochs < 1:
-        raise ConfigError(f"{s.profile}.students.epochs must be >= 1, got {s.students.epochs}")
-    if s.students.label_source not in ("teacher", "ground_truth"):
-        raise ConfigError(
-            f"{s.profile}.students.label_source must be 'teacher' or 'ground_truth', "
-            f"got {s.students.label_source!r}"
-        )
-    if s.faces.align not in ("none", "dlib5"):
-        raise ConfigError(f"{s.profile}.faces.align must be 'none' or 'dlib5', got {s.faces.align!r}")
-    if not 0 <= s.faces.align_padding <= 1:
-        raise ConfigError(f"{s.profile}.faces.align_padding must be in [0, 1], got {s.faces.align_padding}")
-    _number(s.faces.min_face, f"{s.profile}.faces.min_face", low=0, whole=True)
-    if s.faces.workers < 1:
-        raise ConfigError(f"{s.profile}.faces.workers must be >= 1, got {s.faces.workers}")
-    if not s.teacher.members:
-        raise ConfigError(f"{s.profile}.teacher.members must list at least one member")
-    for key in ("members", "children"):
-        if not isinstance(getattr(s.teacher, key), tuple):
-            raise ConfigError(f"{s.profile}.teacher.{key} must be a list of members, "
-                              f"got {getattr(s.teacher, key)!r}")
-        for i, m in enumerate(getattr(s.teacher, key)):
-            where = f"{s.profile}.teacher.{key}[{i}]"
-            if isinstance(m, dict):
-                if not isinstance(m.get("name"), str):
-                    raise ConfigError(f"{where} must have a 'name' (a registered member such as "
-                                      f"age_gender_onnx, caffe or torch), got {m!r}")
-            elif not isinstance(m, str):
-                raise ConfigError(f"{where} must be a member name or a mapping with 'name', got {m!r}")
-    if s.teacher.variants not in (1, 8):
-        raise ConfigError(f"{s.profile}.teacher.variants must be 1 (original only) or 8 (SPEC 3), "
-                          f"got {s.teacher.variants}")
-    if s.teacher.batch_size < 1:
-        raise ConfigError(f"{s.profile}.teacher.batch_size must be >= 1, got {s.teacher.batch_size}")
-    _validate_students(s)
-
-
-def _number(value, where: str, *, low: float | None = None, low_open: bool = False, whole: bool = False,
-            allow_none: bool = False):
-    """A number setting, checked: a one-line ConfigError naming the key and the valid range."""
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-    if ok and whole:
-        ok = float(value).is_integer()
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if not ok:
-        kind = "a whole number" if whole else "a number"
-        bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
-        none = " or null" if allow_none else ""
-        raise ConfigError(f"{where} must be {kind}{bound}{none}, got {value!r}; fix it in params.yaml")
-
-
-def _validate_students(s: Settings) -> None:
-    st, p = s.students, f"{s.profile}.students"
-    _number(st.lr, f"{p}.lr", low=0, low_open=True, allow_none=True)
-    _number(st.batch_size, f"{p}.batch_size", low=1, whole=True, allow_none=True)
-    _number(st.max_train_faces, f"{p}.max_train_faces", low=1, whole=True, allow_none=True)
-    _number(st.threads, f"{p}.threads", low=0, whole=True)
-    _number(st.workers, f"{p}.workers", low=0, whole=True)
-    _number(st.lr_step_epochs, f"{p}.lr_step_epochs", low=1, whole=True)
-    _number(st.seed, f"{p}.seed", low=0, whole=True, allow_none=True)
-    _number(st.patience, f"{p}.patience", low=1, whole=True, allow_none=True)
-    _number(st.lr_gamma, f"{p}.lr_gamma", low=0, low_open=True)
-    _number(st.momentum, f"{p}.momentum", low=0)
-    _number(st.weight_decay, f"{p}.weight_decay", low=0)
-    _number(s.teacher.threads, f"{s.profile}.teacher.threads", low=0, whole=True)
-    if st.momentum >= 1:
-        raise ConfigError(f"{p}.momentum must be below 1, got {st.momentum}")
-    for name, allowed in (("weighting", ("none", "agreement")), ("balance", ("none", "band", "band_sqrt"))):
-        if getattr(st, name) not in allowed:
-            raise ConfigError(f"{p}.{name} must be one of {', '.join(allowed)}, got {getattr(st, name)!r}")
-    for src in s.sources:
-        if (1 - src.split.test) * (1 - src.split.val) < 0.02:
-            raise ConfigError(f"{s.profile}: split test={src.split.test} val={src.split.val} leaves under 2% "
-                              f"of source {src.id!r} for training; lower them")
+            raise where.error(("students", "sources"), f"{sid!r} is not a source of the data set; "
+                                                       f"choose from: {', '.join(sorted(ids))}")

@@ -1,17 +1,91 @@
-import pytest
+"""params.yaml: data sets, recipes and profiles merged into one validated Settings; param_sources exact."""
+from __future__ import annotations
 
+import copy
+import shutil
+from dataclasses import asdict
+
+import pytest
+import yaml
+
+from agedistill_core import settings as settings_mod
 from agedistill_core.errors import ConfigError
-from agedistill_core.settings import load_settings
+from agedistill_core.settings import SECTIONS, TOP_LEVEL, load_settings, param_sources
 from agedistill_testing import REPO, write_params
 
+PARAMS = REPO / "params.yaml"
+KEYS = [*SECTIONS, *sorted(TOP_LEVEL)]
+HASHED = [*SECTIONS, *sorted(TOP_LEVEL - {"workdir"})]
 
-def test_repo_profiles_load_and_merge_base():
-    demo = load_settings("demo", REPO / "params.yaml")
-    utk = load_settings("utkface", REPO / "params.yaml")
-    assert demo.students.epochs == 3 and utk.students.epochs == 70   # profile overrides base
+# Every profile's settings hash and workdir as they were before params.yaml was split into data
+# sets and recipes (captured from the previous settings code and file).  Run names, stage versions
+# and Dagster's data versions derive from these: a change makes that profile's existing results
+# stale.  If you change a profile on purpose, update its line.
+EXPECTED = {
+    "corpus": ("9ef63c8d546f", "data/corpus"),
+    "corpus_band": ("2c16270ab551", "data/corpus"),
+    "corpus_big": ("35fce806af06", "data/corpus"),
+    "corpus_ft": ("233ae2c77a35", "data/corpus"),
+    "corpus_ft_s1": ("443decfc68ae", "data/corpus"),
+    "corpus_gt": ("37aa4cf9621e", "data/corpus"),
+    "corpus_gt_band": ("900911b5850d", "data/corpus"),
+    "corpus_gt_s1": ("7b64fa0ca76d", "data/corpus"),
+    "corpus_large": ("6bad8ae2a381", "data/corpus"),
+    "corpus_s1": ("c1e5d98901ea", "data/corpus"),
+    "demo": ("87c9453444e9", "data/demo"),
+    "fairface": ("62f37dc569cc", "data/fairface"),
+    "folder": ("8fd92eb753a9", "data/folder"),
+    "utkface": ("215e535cfe9c", "data/utkface"),
+    "utkface_large_short": ("5a9365c1ebe8", "data/utkface"),
+    "utkface_long": ("93603494e09a", "data/utkface"),
+    "utkface_long_gt": ("80215010e635", "data/utkface"),
+    "utkface_quick": ("76f80d588a32", "data/utkface_quick"),
+    "utkface_robust": ("26276b2b03e0", "data/utkface"),
+    "utkface_short": ("bf35f4b2379e", "data/utkface"),
+    "utkface_short_gt": ("37e9809aa7e4", "data/utkface"),
+    "utkface_short_gt10": ("66615362368a", "data/utkface"),
+    "utkface_short_gt10_ft": ("1aa71fb671cd", "data/utkface"),
+    "utkface_short_gt10_steps": ("afb015d2d7df", "data/utkface"),
+}
+
+
+def _repo() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+def test_every_profile_keeps_its_settings_hash_and_workdir():
+    raw = _repo()
+    assert set(raw["profiles"]) == set(EXPECTED)
+    for name, (digest, workdir) in EXPECTED.items():
+        s = load_settings(name, PARAMS)
+        assert (s.section_hash(*HASHED), s.workdir) == (digest, REPO / workdir), name
+
+
+def test_repo_profiles_merge_base_dataset_recipe_then_profile():
+    demo, utk = load_settings("demo", PARAMS), load_settings("utkface", PARAMS)
+    assert demo.students.epochs == 3 and utk.students.epochs == 70   # recipes smoke / spec
     assert demo.faces.margin == utk.faces.margin == 0.2              # base kept
-    assert demo.workdir == REPO / "data" / "demo"
+    assert demo.workdir == REPO / "data" / "demo" and demo.shard_size == 64
     assert utk.data_root.resolve() == (REPO / "../shared/data/utkface/crop_part1").resolve()
+    gt = load_settings("utkface_short_gt10_ft", PARAMS)              # recipe short + the profile's own
+    assert (gt.students.epochs, gt.students.tag, gt.students.lr, gt.students.max_train_faces) == (6, "short", 0.0005, 626)
+    assert gt.faces.detector == "none" and gt.workdir == utk.workdir  # the data set's framing and workdir
+    corpus = load_settings("corpus_gt", PARAMS)
+    assert [s.id for s in corpus.sources] == ["utkface", "utkface_rest", "lfw", "celeba"]
+    assert corpus.source("celeba").faces.align == "dlib5" and corpus.source("lfw").faces.detector == "ssd"
+    assert corpus.source("lfw").split.test == 0.0 and corpus.students.sources == ("utkface",)
+
+
+def test_params_yaml_names_each_data_set_and_recipe_once():
+    text = PARAMS.read_text()
+    assert text.count("root: ../shared/data/utkface/crop_part1") == 2   # the utkface data set and the corpus' source
+    assert "&" not in text.split("profiles:")[-1] and "*" not in text.split("profiles:")[-1]  # no YAML anchors
+    raw = _repo()
+    for name, profile in raw["profiles"].items():
+        assert isinstance(profile.get("dataset"), str) and profile["dataset"] in raw["datasets"], name
+        assert isinstance(profile.get("recipe"), str) and profile["recipe"] in raw["recipes"], name
+    used = {p["recipe"] for p in raw["profiles"].values()}
+    assert used == set(raw["recipes"])                                 # no dead recipe
 
 
 def test_section_hash_tracks_only_its_sections(tmp_path):
@@ -21,18 +95,210 @@ def test_section_hash_tracks_only_its_sections(tmp_path):
     assert a.section_hash("students") != b.section_hash("students")
 
 
-@pytest.mark.parametrize("profile, message", [
-    ({"students": {"epochz": 3}}, "unknown key(s) epochz"),
-    ({"students": {"epochs": "many"}}, "students.epochs must be a number"),
-    ({"faces": {"margin": 3}}, "faces.margin must be in [0, 1]"),
-    ({"teacher": {"members": []}}, "teacher.members must list at least one member"),
-    ({"wrkdir": "x"}, "unknown key(s) wrkdir"),
+def test_numbers_keep_their_yaml_type(tmp_path):
+    """12 stays 12 and 0.5 stays 0.5 (section hashes of existing runs depend on it); 3.0 counts as 3."""
+    p = write_params(tmp_path, {"p": {"teacher": {"children_gate": 12}, "students": {"epochs": 3.0, "lr": 1}}})
+    s = load_settings("p", p)
+    assert type(s.teacher.children_gate) is int and type(s.students.lr) is int
+    assert s.students.epochs == 3 and type(s.students.epochs) is int
+    assert s.students.archs == ("mn3_small",) and isinstance(s.teacher.members, tuple)
+
+
+# -- param_sources: exactly the params.yaml keys a profile's setting is merged from ---------------
+
+def _get(tree, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
+def _unset_field(raw: dict, section: str) -> str:
+    """A field of ``section`` no layer after ``base`` sets: a change of it is never shadowed."""
+    layers = [*(raw.get("datasets") or {}).values(), *(raw.get("recipes") or {}).values(), *raw["profiles"].values()]
+    used = {k for layer in layers if isinstance((layer or {}).get(section), dict) for k in layer[section]}
+    return next(f for f in sorted(SECTIONS[section].__dataclass_fields__)
+                if f not in used and f not in ("sources", "name", "root", "members", "archs", "severities"))
+
+
+PROBE_VALUES = {"limit": 7, "test": 0.15, "val": 0.15, "batch_size": 7, "variants": 1, "children_gate": 9,
+                "evaluate": 7, "max_faces": 7, "seed": 777, "weight_decay": 0.00123, "jpeg_quality": 91,
+                "align_padding": 0.31, "workers": 3, "base_split": "val", "augment": False, "threads": 3}
+
+
+def _probe(section: str, raw: dict):
+    """(field, value): a change of ``section`` no other layer undoes."""
+    if section in TOP_LEVEL:
+        return None, {"seed": 12345, "shard_size": 777, "workdir": "data/probe"}[section]
+    name = _unset_field(raw, section)
+    return name, PROBE_VALUES[name]
+
+
+def _mutate(raw: dict, dotted: str, section: str) -> dict:
+    """``raw`` with the value at ``dotted`` changed so that ``section`` (were it merged from there) changes."""
+    out = copy.deepcopy(raw)
+    parts = dotted.split(".")
+    parent = _get(out, ".".join(parts[:-1]))
+    field, value = _probe(section, raw)
+    if parts[0] == "profiles" and parts[-1] in ("dataset", "recipe") and isinstance(parent[parts[-1]], str):
+        group = "datasets" if parts[-1] == "dataset" else "recipes"    # a reference: point it at a changed copy
+        entry = copy.deepcopy(out[group][parent[parts[-1]]] or {})
+        entry[section] = value if field is None else {**(entry.get(section) or {}), field: value}
+        out[group]["probe_copy"] = entry
+        parent[parts[-1]] = "probe_copy"
+    else:
+        parent[parts[-1]] = value if field is None else {**parent[parts[-1]], field: value}
+    return out
+
+
+def _existing_keys(raw: dict) -> set[str]:
+    """Every dotted key of the file that could feed a setting (sections, top-level keys, references)."""
+    keys = set()
+    layers = [("base", raw.get("base") or {})]
+    layers += [(f"datasets.{n}", d or {}) for n, d in (raw.get("datasets") or {}).items()]
+    layers += [(f"recipes.{n}", r or {}) for n, r in (raw.get("recipes") or {}).items()]
+    layers += [(f"profiles.{n}", p or {}) for n, p in raw["profiles"].items()]
+    for prefix, layer in layers:
+        keys |= {f"{prefix}.{k}" for k in layer if k in KEYS or k == "recipe"}
+    return keys
+
+
+def _is_ref(raw: dict, dotted: str) -> bool:
+    return dotted.startswith("profiles.") and dotted.endswith((".dataset", ".recipe")) \
+        and isinstance(_get(raw, dotted), str)
+
+
+def _shadowed(raw: dict, dotted: str, listed: list[str]) -> bool:
+    """Whether a later key of ``listed`` sets the top-level value ``dotted`` (or the layer it names) sets."""
+    group = ("datasets." if dotted.endswith(".dataset") else "recipes.") if _is_ref(raw, dotted) else None
+    later = listed[listed.index(dotted) + 1:]
+    return any(not _is_ref(raw, k) and not (group and k.startswith(group)) for k in later)
+
+
+def _values(s) -> dict:
+    return {k: (asdict(getattr(s, k)) if k in SECTIONS else getattr(s, k)) for k in KEYS}
+
+
+def test_param_sources_lists_exactly_the_keys_each_setting_is_merged_from(tmp_path, monkeypatch):
+    """For every profile and setting: each listed key exists, changing it changes the setting, and
+    changing any other key of the file (other profiles, data sets, recipes) leaves it alone."""
+    raw = _repo()
+    path = tmp_path / "params.yaml"
+    shutil.copy(PARAMS, path)          # relative roots as in the repo; the file itself is read once
+    profiles = sorted(raw["profiles"])
+    sources = {p: param_sources(p, path) for p in profiles}
+    baseline = {p: _values(load_settings(p, path)) for p in profiles}
+    for p in profiles:
+        assert set(sources[p]) == set(KEYS)
+        for key, listed in sources[p].items():
+            assert len(listed) == len(set(listed)), (p, key, listed)
+            for dotted in listed:
+                _get(raw, dotted)                           # exists
+    doc = {"raw": raw}
+    monkeypatch.setattr(settings_mod, "load_raw", lambda _path: copy.deepcopy(doc["raw"]))
+    checked = 0
+    for dotted in sorted(_existing_keys(raw)):
+        last, value = dotted.split(".")[-1], _get(raw, dotted)
+        if dotted.startswith("profiles.") and last in ("dataset", "recipe") and isinstance(value, str):
+            targets = settings_mod.DATASET_KEYS if last == "dataset" else settings_mod.RECIPE_KEYS
+        else:
+            targets = (last,)
+        for target in targets:
+            doc["raw"] = _mutate(raw, dotted, target)
+            for p in profiles:
+                now = _values(load_settings(p, path))
+                for key in KEYS:
+                    listed = dotted in sources[p][key]
+                    shadowed = key in TOP_LEVEL and listed and _shadowed(raw, dotted, sources[p][key])
+                    expect = key == target and listed and not shadowed
+                    assert (now[key] != baseline[p][key]) == expect, (dotted, target, p, key, sources[p][key])
+                    checked += expect
+    assert checked > 300
+
+
+def test_param_sources_order_and_references():
+    src = param_sources("corpus_s1", PARAMS)
+    assert src["faces"] == ["base.faces", "profiles.corpus_s1.dataset", "datasets.corpus.faces"]
+    assert src["students"] == ["base.students", "profiles.corpus_s1.recipe", "recipes.corpus20.students",
+                               "profiles.corpus_s1.students"]
+    assert src["teacher"] == ["base.teacher"]
+    assert src["workdir"] == ["profiles.corpus_s1.dataset", "datasets.corpus.workdir"]
+    assert param_sources("utkface_quick", PARAMS)["workdir"] == [
+        "profiles.utkface_quick.dataset", "datasets.utkface.workdir", "profiles.utkface_quick.workdir"]
+
+
+def test_inline_profiles_without_data_sets_or_recipes_still_load(tmp_path):
+    p = write_params(tmp_path, {"old": {"dataset": {"name": "folder", "root": "x"}, "students": {"epochs": 4}}})
+    s = load_settings("old", p)
+    assert (s.dataset.name, s.students.epochs, s.workdir) == ("folder", 4, tmp_path / "data" / "old")
+    assert param_sources("old", p)["dataset"] == ["profiles.old.dataset"]
+
+
+# -- one-line errors: the profile, the key, where in params.yaml, the fix -------------------------
+
+def _write(tmp_path, edit) -> object:
+    raw = _repo()
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _set(dotted: str, value):
+    def edit(raw):
+        parts = dotted.split(".")
+        tree = raw
+        for part in parts[:-1]:
+            tree = tree[int(part)] if part.isdigit() else tree[part]
+        tree[int(parts[-1]) if parts[-1].isdigit() else parts[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("profile, dotted, value, message", [
+    ("utkface_short", "recipes.short.students.weighting", "agreemnt",
+     "utkface_short.students.weighting: 'agreemnt' is not one of none, agreement; "
+     "fix it in params.yaml (recipes.short.students.weighting)"),
+    ("utkface_short", "recipes.short.students.epochz", 3,
+     "utkface_short.students: unknown key(s) epochz; valid keys: archs, augment,"),
+    ("utkface_short", "recipes.short.students.epochs", "many",
+     "utkface_short.students.epochs: must be a whole number, got 'many'; fix it in params.yaml (recipes.short"),
+    ("corpus", "recipes.corpus20.students.momentum", 1.5, "corpus.students.momentum: must be < 1, got 1.5"),
+    ("utkface", "datasets.utkface.faces.margin", 3,
+     "utkface.faces.margin: must be <= 1, got 3; fix it in params.yaml (datasets.utkface.faces.margin)"),
+    ("demo", "base.teacher.members", [], "demo.teacher.members: must list at least 1, got []"),
+    ("demo", "profiles.demo.wrkdir", "x", "demo: unknown key(s) wrkdir; valid: "),
+    ("demo", "base.students.augment", "yes", "demo.students.augment: must be true or false, got 'yes'"),
+    ("demo", "base.students.weight_decay", float("inf"), "demo.students.weight_decay: must be a finite number"),
+    ("demo", "base.students.lr", "fast", "demo.students.lr: must be a number, got 'fast'"),
+    ("corpus", "profiles.corpus.recipe", "corpus21",
+     "corpus.recipe: 'corpus21' is not a recipe under 'recipes:'; known: converge, corpus20,"),
+    ("corpus", "profiles.corpus.dataset", "corpusx",
+     "corpus.dataset: 'corpusx' is not a data set under 'datasets:'; known: corpus, demo, fairface, folder, utkface;"),
+    ("corpus", "datasets.corpus.students", {"epochs": 2},
+     "corpus: data set 'corpus' has unknown key(s) students; a data set holds dataset, split, faces"),
+    ("corpus", "datasets.corpus.dataset.sources.1.face", {}, "corpus.dataset.sources[1]: unknown key(s) face;"),
+    ("corpus", "datasets.corpus.dataset.sources.1.id", "utkface", "source id(s) utkface appear twice"),
+    ("corpus", "datasets.corpus.dataset.sources.3.faces", {"detector": "ssdd"},
+     "corpus.dataset.sources[3].faces.detector: 'ssdd' is not one of"),
+    ("corpus_gt", "profiles.corpus_gt.students.sources", ["utk"],
+     "corpus_gt.students.sources: 'utk' is not a source of the data set; choose from: celeba, lfw, utkface,"),
 ])
-def test_bad_config_names_the_key(tmp_path, profile, message):
-    p = write_params(tmp_path, {"bad": profile})
-    with pytest.raises(ConfigError, match=None) as err:
-        load_settings("bad", p)
-    assert message in str(err.value)
+def test_bad_settings_are_one_line_naming_profile_key_and_place(tmp_path, profile, dotted, value, message):
+    with pytest.raises(ConfigError) as err:
+        load_settings(profile, _write(tmp_path, _set(dotted, value)))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_choices_come_from_the_registries(tmp_path):
+    from agedistill_core.datasets import DATASETS
+    from agedistill_core.faces import DETECTORS
+    from agedistill_core.students.losses import LOSSES
+    from agedistill_core.students.zoo import STUDENTS
+
+    for dotted, registry in (("datasets.utkface.faces.detector", DETECTORS), ("recipes.spec.students.loss", LOSSES),
+                             ("recipes.spec.students.archs", STUDENTS), ("datasets.utkface.dataset.name", DATASETS)):
+        with pytest.raises(ConfigError) as err:
+            load_settings("utkface", _write(tmp_path, _set(dotted, "nope")))
+        assert f"'nope' is not one of {', '.join(registry.names())};" in str(err.value), dotted
 
 
 def test_unknown_profile_lists_choices(tmp_path):
@@ -44,3 +310,16 @@ def test_unknown_profile_lists_choices(tmp_path):
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings("demo", tmp_path / "nope.yaml")
+
+
+def test_dvc_set_param_keys_are_plain_params_yaml_keys(tmp_path):
+    """`dvc exp run -S KEY=VALUE` edits params.yaml with these keys; the profiles follow."""
+    hydra = pytest.importorskip("dvc.utils.hydra", reason="dvc with hydra is not installed")
+    path = tmp_path / "params.yaml"
+    shutil.copy(PARAMS, path)
+    hydra.apply_overrides(path, ["profiles.demo.recipe=short", "recipes.short.students.epochs=5",
+                                 "datasets.utkface.faces.detector=ssd", "+profiles.utkface.students.seed=3"])
+    demo, utk = load_settings("demo", path), load_settings("utkface", path)
+    assert (demo.students.epochs, demo.students.tag) == (5, "short")
+    assert (utk.faces.detector, utk.students.seed) == ("ssd", 3)
+    assert load_settings("utkface_short", path).students.epochs == 5

@@ -94,3 +94,38 @@ def test_min_face_is_validated(tmp_path):
     params = write_params(tmp_path, {"p": {"dataset": {"name": "folder", "root": "x"}, "faces": {"min_face": -1}}})
     with pytest.raises(ConfigError, match=r"faces\.min_face"):
         load_settings("p", params)
+
+
+def _layered_params(tmp_path, edit):
+    """The repo's params.yaml (data sets, recipes, profiles) with one edit, written to tmp_path."""
+    import yaml
+
+    from agedistill_testing import REPO
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.mark.parametrize("profile, edit, expected", [
+    ("utkface_short", lambda r: r["recipes"]["short"]["students"].update(lr=-0.1),
+     "utkface_short.students.lr: must be > 0, got -0.1; fix it in params.yaml (recipes.short.students.lr)"),
+    ("utkface_short", lambda r: r["recipes"]["short"]["students"].update(epochs=True),
+     "utkface_short.students.epochs: must be a whole number, got True"),
+    ("corpus_s1", lambda r: r["profiles"]["corpus_s1"].update(recipe="corpus_20"),
+     "corpus_s1.recipe: 'corpus_20' is not a recipe under 'recipes:'; known: converge, corpus20, corpus_finetune"),
+    ("utkface", lambda r: r["profiles"]["utkface"].update(dataset="utk"),
+     "utkface.dataset: 'utk' is not a data set under 'datasets:'; known: corpus, demo, fairface, folder, utkface"),
+    ("utkface", lambda r: r["recipes"]["spec"].update(faces={"detector": "ssd"}),
+     "utkface: recipe 'spec' has unknown key(s) faces; a recipe holds students, evaluate, corruptions"),
+    ("demo", lambda r: r["datasets"]["demo"]["dataset"].update(nmae="demo"),
+     "demo.dataset: unknown key(s) nmae; valid keys: limit, name, root, sources; "
+     "fix it in params.yaml (datasets.demo.dataset.nmae)"),
+])
+def test_cli_refuses_bad_layered_settings_in_one_line(tmp_path, capsys, profile, edit, expected):
+    params = _layered_params(tmp_path, edit)
+    rc = main(["--profile", profile, "--params", str(params), "manifest"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
