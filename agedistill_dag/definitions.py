@@ -5,51 +5,113 @@ Dagster loads the code location (``defs`` is lazy: importing this module reads n
 Every asset key is ``<profile>/<asset>`` and the shard partitions are ``shards_<profile>``
 (``agedistill_dag.profile``), so several profiles can share one Dagster instance.
 
-Executor: multiprocess by default; ``AGEDISTILL_EXECUTOR=in_process`` for
-debugging.  On a cluster, swap the executor in ``_executor`` for
-``dagster_k8s.k8s_job_executor`` or ``dagster_celery.celery_executor``: the
-assets do not change, since each partition is an independent unit of work
-that reads and writes its own shard files.
+Executor: multiprocess by default; ``AGEDISTILL_EXECUTOR=in_process`` for debugging,
+``AGEDISTILL_EXECUTOR=celery`` for Celery workers (``agedistill_dag.cluster``, docs/DEPLOY.md).
+The assets do not change between executors: each partition is an independent unit of work
+that reads and writes its own files under the profile's workdir.  Student training carries
+the op tag ``dagster-celery/queue: gpu``, so under Celery only workers that consume the
+``gpu`` queue train; every other step goes to the default queue ``dagster``.
 """
 from __future__ import annotations
 
 import os
 
 import dagster as dg
+from dagster._core.definitions.op_definition import OpDefinition
 
+from agedistill_core.errors import ConfigError
 from agedistill_dag.assets import benchmarks, corruptions, data, students, teacher
 from agedistill_dag.checks import vmage_checks
 from agedistill_dag.jobs import reevaluation
 from agedistill_dag.profile import Profile
 from agedistill_dag.sensors import corpus_sensors
 
-EXECUTORS = {"multiprocess": dg.multiprocess_executor, "in_process": dg.in_process_executor}
+EXECUTORS = ("multiprocess", "in_process", "celery")
+EXECUTOR_ENV = "AGEDISTILL_EXECUTOR"
+
+# dagster-celery's routing tag: a step goes to the Celery queue it names (default queue: "dagster").
+QUEUE_TAG = "dagster-celery/queue"
+GPU_QUEUE = "gpu"
+GPU_ASSETS = ("student_checkpoints",)
+
+# `make demo` and `make cluster-demo` run the graph through one job per partitioning (an asset job's
+# assets must share one): materialize_unpartitioned, materialize_face_crops (crops and labels of a
+# shard), materialize_lfwc_images, materialize_student_checkpoints; one partition per run.
+JOB_PREFIX = "materialize_"
 
 
-def _executor() -> dg.ExecutorDefinition:
-    name = os.environ.get("AGEDISTILL_EXECUTOR", "multiprocess")
-    if name not in EXECUTORS:
-        raise ValueError(f"AGEDISTILL_EXECUTOR={name!r}; choose one of {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]
+def graph_jobs(assets: list[dg.AssetsDefinition]) -> dict[str, list[dg.AssetKey]]:
+    """Job name -> the asset keys it covers: one job per partitions definition, named after its
+    first asset (upstream first), ``materialize_unpartitioned`` for the rest."""
+    groups: dict[int, list[dg.AssetKey]] = {}
+    names: dict[int, str] = {}
+    for a in assets:
+        pdef = a.partitions_def
+        gid = 0 if pdef is None else id(pdef)
+        names.setdefault(gid, "unpartitioned" if pdef is None else a.key.path[-1])
+        groups.setdefault(gid, []).extend(a.keys)
+    return {JOB_PREFIX + names[g]: keys for g, keys in groups.items()}
+
+
+def executor_def(name: str | None = None) -> dg.ExecutorDefinition:
+    """The executor called ``name`` (default: $AGEDISTILL_EXECUTOR, else multiprocess)."""
+    name = name or os.environ.get(EXECUTOR_ENV) or "multiprocess"
+    if name == "multiprocess":
+        return dg.multiprocess_executor
+    if name == "in_process":
+        return dg.in_process_executor
+    if name == "celery":
+        try:
+            from dagster_celery import celery_executor
+        except ImportError as exc:   # the `cluster` extra is not installed
+            raise ConfigError(f"{EXECUTOR_ENV}=celery needs dagster-celery: pip install -e '.[cluster]' ({exc})")
+        return celery_executor
+    raise ConfigError(f"{EXECUTOR_ENV}={name!r}; choose one of {', '.join(EXECUTORS)}")
+
+
+def with_op_tags(asset: dg.AssetsDefinition, tags: dict[str, str]) -> dg.AssetsDefinition:
+    """``asset`` with ``tags`` added to its op's tags (tags it already has win).
+
+    Dagster has no public way to add op tags to a built asset; this rebuilds the op with the
+    same compute function and the asset around it."""
+    op = asset.op
+    if all(k in op.tags for k in tags):
+        return asset
+    tagged = OpDefinition.dagster_internal_init(
+        name=op.name, ins={d.name: dg.In.from_definition(d) for d in op.input_defs},
+        outs={d.name: dg.Out.from_definition(d) for d in op.output_defs}, compute_fn=op.compute_fn,
+        config_schema=op.config_schema, description=op.description, tags={**tags, **op.tags},
+        required_resource_keys=op.required_resource_keys, code_version=op._version, retry_policy=op.retry_policy,
+        version=None, pool=op.pool)
+    return dg.AssetsDefinition.dagster_internal_init(**{**asset.get_attributes_dict(), "node_def": tagged})
 
 
 def profile_assets(p: Profile) -> list[dg.AssetsDefinition]:
-    """Every asset of profile ``p``, upstream first."""
-    return [*data.assets(p), *teacher.assets(p), *corruptions.assets(p), *students.assets(p), *benchmarks.assets(p)]
+    """Every asset of profile ``p``, upstream first; training routed to the ``gpu`` Celery queue."""
+    assets = [*data.assets(p), *teacher.assets(p), *corruptions.assets(p), *students.assets(p), *benchmarks.assets(p)]
+    gpu = {p.key(name) for name in GPU_ASSETS}
+    return [with_op_tags(a, {QUEUE_TAG: GPU_QUEUE}) if set(a.keys) & gpu else a for a in assets]
 
 
-def build_definitions(profile: str | Profile | None = None, params: str | None = None) -> dg.Definitions:
+def build_definitions(profile: str | Profile | None = None, params: str | None = None,
+                      executor: str | None = None) -> dg.Definitions:
+    """The Definitions of one profile; ``executor`` names one of EXECUTORS (default: $AGEDISTILL_EXECUTOR)."""
     p = profile if isinstance(profile, Profile) else Profile.load(profile, params)
     job, schedule = reevaluation(p)
     sensor_jobs, sensors = corpus_sensors(p)
+    assets = profile_assets(p)
+    graph = [dg.define_asset_job(name, selection=dg.AssetSelection.assets(*keys),
+                                 description=f"Profile {p.name!r}: {', '.join(k.path[-1] for k in keys)} "
+                                             f"(one partition per run; `make demo` runs every job in graph order)")
+             for name, keys in graph_jobs(assets).items()]
     return dg.Definitions(
-        assets=profile_assets(p),
+        assets=assets,
         asset_checks=[vmage_checks(p)],
-        jobs=[job, *sensor_jobs],
+        jobs=[job, *sensor_jobs, *graph],
         sensors=sensors,
         schedules=[schedule],
         resources={"config": p.config()},
-        executor=_executor(),
+        executor=executor_def(executor),
     )
 
 

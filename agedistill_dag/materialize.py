@@ -1,24 +1,41 @@
-"""Materialise the whole asset graph of one profile, partition by partition, into a Dagster instance.
+"""Materialise the whole asset graph of one profile through Dagster's own executors, into a Dagster instance.
 
-``python -m agedistill_dag.materialize [--profile demo]`` (what ``make demo``
-runs) and the end-to-end test both use this.  Runs are recorded in
-``$DAGSTER_HOME`` so that ``dagster dev`` afterwards shows the materialised graph.
-Every stage skips work whose version is unchanged, so a second run is quick.
+``python -m agedistill_dag.materialize [--profile demo] [--jobs N] [--executor in_process|multiprocess|celery]``
+(what ``make demo`` runs) and the end-to-end test both use this.
+
+The stages come from the asset graph itself, in topological order: assets that share a
+partitioning and follow each other (crops then labels of one shard) form one stage, and
+stages on the same level of the graph (LFW+C partitions and students) run together.
+Each stage is one Dagster run per partition (one run for an unpartitioned asset), all
+launched with ``dagster.execute_job`` on a reconstructable job, ``--jobs`` runs at a time
+in separate processes: Dagster runs one partition per run, so independent partitions run
+in parallel as parallel runs, as a backfill does.  Runs are recorded in ``$DAGSTER_HOME``
+so that ``dagster dev`` afterwards shows the materialised graph.  Every stage skips work
+whose version is unchanged, so a second run is quick.
+
+With ``--executor celery`` the runs' steps go to Celery workers (``agedistill_dag.cluster``
+starts Redis and workers; docs/DEPLOY.md).  The job is rebuilt in every process, worker
+included, from this module's ``profile_job`` with the profile, the params path and the
+executor as arguments: a worker needs no environment variable to know the profile.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Callable
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+import multiprocessing
+from typing import Callable, Iterable
 
 import dagster as dg
 
-from agedistill_core.errors import AgedistillError
-from agedistill_core.corruptions.lfwc import selected
-from agedistill_core.pipeline import manifest_shards
-from agedistill_core.students.train import run_name
-from agedistill_dag.definitions import build_definitions
-from agedistill_dag.partitions import lfwc_key
+from agedistill_core.errors import AgedistillError, ConfigError
+from agedistill_core.pipeline import manifest_shards, selected
+from agedistill_core.settings import find_params
+from agedistill_dag.definitions import build_definitions, graph_jobs
+from agedistill_dag.partitions import lfwc_key, lfwc_partitions
 from agedistill_dag.profile import Profile
 
 
@@ -26,54 +43,216 @@ from agedistill_dag.profile import Profile
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
+def profile_job(profile: str, params: str | None, executor: str, job: str) -> dg.JobDefinition:
+    """Job ``job`` of ``profile``'s definitions (``definitions.graph_jobs``), with ``executor``.
+    Module-level so that a run's process and a Celery worker can rebuild it from its arguments."""
+    return build_definitions(profile, params, executor=executor).resolve_job_def(job)
+
+
+def reconstructable_job(job_args: tuple):
+    """``profile_job(*job_args)`` as Dagster rebuilds it in another process (a pool process, a worker)."""
+    return dg.build_reconstructable_job("agedistill_dag.materialize", "profile_job",
+                                        reconstructable_args=tuple(job_args),
+                                        reconstructor_working_directory=os.getcwd())
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Assets materialised together in one run per partition."""
+    assets: tuple[str, ...]                  # asset names (without the profile prefix), upstream first
+    partitions_def: dg.PartitionsDefinition | None
+    job: str = ""                            # the job of the definitions that covers them
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.assets)
+
+
+def stage_waves(p: Profile, defs: dg.Definitions) -> list[list[Stage]]:
+    """The graph's assets as waves of stages, from its topological levels: a level's assets with
+    the same partitioning as the previous wave's single stage join it (crops -> labels per shard);
+    the stages of one wave do not depend on each other."""
+    graph = defs.resolve_asset_graph()
+    job_of = {key: name for name, keys in graph_jobs(list(defs.assets)).items() for key in keys}
+    waves: list[list[Stage]] = []
+    for level in graph.toposorted_asset_keys_by_level:
+        by_def: dict[int, list] = {}
+        for key in sorted(level, key=lambda k: k.to_user_string()):
+            by_def.setdefault(id(graph.get(key).partitions_def), []).append(key)
+        stages = [Stage(tuple(k.path[-1] for k in keys), graph.get(keys[0]).partitions_def, job_of[keys[0]])
+                  for keys in by_def.values()]
+        prev = waves[-1] if waves else []
+        if (len(stages) == 1 and len(prev) == 1 and stages[0].partitions_def is not None
+                and stages[0].partitions_def is prev[0].partitions_def):
+            waves[-1] = [Stage(prev[0].assets + stages[0].assets, prev[0].partitions_def, prev[0].job)]
+        else:
+            waves.append(stages)
+    return waves
+
+
+def wanted_partitions(p: Profile, stage: Stage, archs: Iterable[str] | None = None) -> list[str | None]:
+    """The partitions of ``stage`` this profile asks for: the current manifest's shards, the
+    selected LFW+C corruptions x severities, the run of each configured student; ``[None]``
+    for an unpartitioned stage."""
+    s = p.settings
+    pdef = stage.partitions_def
+    if pdef is None:
+        return [None]
+    if pdef is p.shards:
+        return list(manifest_shards(s))
+    if pdef is lfwc_partitions:
+        return [lfwc_key(name, sev) for name, sev in selected(s)] if s.corruptions.enabled else []
+    if pdef is p.students:
+        run_of = {arch: run for run, arch in p.runs.items()}
+        return [run_of[a] for a in (archs or s.students.archs)]
+    return list(pdef.get_partition_keys())
+
+
+@dataclass
+class RunOutcome:
+    label: str            # e.g. "demo/face_crops+teacher_soft_labels[shard-00000]"
+    run_id: str
+    success: bool
+    error: str = ""       # the first step failure, one line
+    seconds: float = 0.0
+
+
+@dataclass
+class Materialized:
+    """What ``materialize_all`` ran: every run in order, and the wall time of each wave."""
+    instance: dg.DagsterInstance
+    runs: list[RunOutcome] = field(default_factory=list)
+    wave_seconds: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.run_id for r in self.runs]
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.runs)
+
+    def events(self, event_type: dg.DagsterEventType) -> list[dg.EventLogEntry]:
+        return [e for rid in self.run_ids for e in self.instance.all_logs(rid, of_type=event_type)]
+
+    def materializations(self) -> list[dg.EventLogEntry]:
+        return self.events(dg.DagsterEventType.ASSET_MATERIALIZATION)
+
+    def check_evaluations(self) -> list:
+        return [e.dagster_event.event_specific_data
+                for e in self.events(dg.DagsterEventType.ASSET_CHECK_EVALUATION)]
+
+
+def _first_error(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure:
+            err = event.step_failure_data.error
+            while err is not None and err.cause is not None and "AgedistillError" not in err.cls_name:
+                err = err.cause                       # the error the stage raised, not Dagster's wrapper
+            if err is not None:
+                return f"{event.step_key}: {err.message.strip().splitlines()[-1]}"
+    return "the run failed (see its events in the Dagster UI)"
+
+
+def _execute(job_args: tuple, instance_or_ref, run_config: dict, tags: dict, asset_keys: list[str],
+             label: str) -> RunOutcome:
+    """One run: in this process (an instance) or in a pool process (an instance ref)."""
+    start = time.perf_counter()
+    recon = reconstructable_job(job_args)
+    owned = not isinstance(instance_or_ref, dg.DagsterInstance)
+    instance = dg.DagsterInstance.from_ref(instance_or_ref) if owned else instance_or_ref
+    try:
+        result = dg.execute_job(recon, instance, run_config=run_config, tags=tags,
+                                asset_selection=[dg.AssetKey.from_user_string(k) for k in asset_keys])
+        with result:
+            error = "" if result.success else _first_error(result)
+            return RunOutcome(label, result.run_id, result.success, error, time.perf_counter() - start)
+    finally:
+        if owned:
+            instance.dispose()
+
+
 def materialize_all(profile: str | None = None, params: str | None = None,
                     instance: dg.DagsterInstance | None = None, archs: list[str] | None = None,
-                    log: Callable[[str], None] = print) -> dict[str, dg.ExecuteInProcessResult]:
-    """Run every asset in dependency order; returns the run result of each step."""
+                    log: Callable[[str], None] = print, jobs: int | None = None, executor: str = "in_process",
+                    run_config: dict | None = None, assets: Iterable[str] | None = None) -> Materialized:
+    """Run every stage of the graph (or of ``assets``, names without the prefix) wave by wave,
+    ``jobs`` runs at a time (default: the CPU count; 1 runs everything in this process).
+    Raises ConfigError naming the failed runs when a wave fails; later waves are not started."""
     p = Profile.load(profile, params)
-    settings = p.settings
-    defs = build_definitions(p)
-    graph = [*defs.assets, *defs.asset_checks]
-    resources = {"config": p.config()}
+    defs = build_definitions(p, executor=executor)
     instance = instance or dg.DagsterInstance.get()
-    results: dict[str, dg.ExecuteInProcessResult] = {}
-
-    def run(step: str, assets: list[str], partition_key: str | None = None) -> None:
-        log(f"materialising {step}")
-        selection = dg.AssetSelection.assets(*(p.key(a) for a in assets))
-        results[step] = dg.materialize(graph, selection=selection, partition_key=partition_key, instance=instance,
-                                       resources=resources, raise_on_error=True, run_config=QUIET)
-
-    run(f"{p.prefix}/face_manifest", ["face_manifest"])
-    for sid in manifest_shards(settings):
-        run(f"{p.prefix}/face_crops+teacher_soft_labels[{sid}]", ["face_crops", "teacher_soft_labels"], sid)
-    run(f"{p.prefix}/vmage_table", ["vmage_table"])
-    if settings.corruptions.enabled:
-        for name, sev in selected(settings):
-            run(f"{p.prefix}/lfwc_images[{name}|{sev}]", ["lfwc_images"], lfwc_key(name, sev))
-    for arch in archs or settings.students.archs:
-        key = run_name(settings, arch)
-        run(f"{p.prefix}/student_checkpoints[{key}]", ["student_checkpoints"], key)
-    run(f"{p.prefix}/benchmark_tables", ["benchmark_tables"])
-    return results
+    jobs = max(1, jobs or os.cpu_count() or 1)
+    if jobs > 1 and not instance.is_persistent:
+        raise ConfigError("materialising with jobs > 1 needs a persistent Dagster instance (set DAGSTER_HOME); "
+                          "pass jobs=1 to run in this process")
+    params_path = str(find_params(p.params))       # absolute: the same file wherever the job is rebuilt
+    config = {**QUIET, **(run_config or {})}
+    only = set(assets) if assets is not None else None
+    done = Materialized(instance)
+    pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+            if jobs > 1 else None)
+    try:
+        for wave in stage_waves(p, defs):
+            todo = []
+            for stage in wave:
+                names = [a for a in stage.assets if only is None or a in only]
+                if not names:
+                    continue
+                for key in wanted_partitions(p, stage, archs):
+                    tags = {} if key is None else dict(stage.partitions_def.get_tags_for_partition_key(str(key)))
+                    label = f"{p.prefix}/{'+'.join(names)}" + ("" if key is None else f"[{key}]")
+                    todo.append((label, (p.name, params_path, executor, stage.job),
+                                 [p.key(a).to_user_string() for a in names], tags))
+            if not todo:
+                continue
+            start = time.perf_counter()
+            for label, *_ in todo:
+                log(f"materialising {label}")
+            if pool is None or len(todo) == 1:
+                outcomes = [_execute(job_args, instance, config, tags, keys, label)
+                            for label, job_args, keys, tags in todo]
+            else:
+                ref = instance.get_ref()
+                futures = [pool.submit(_execute, job_args, ref, config, tags, keys, label)
+                           for label, job_args, keys, tags in todo]
+                outcomes = [f.result() for f in futures]
+            seconds = time.perf_counter() - start
+            done.runs += outcomes
+            done.wave_seconds.append((" | ".join(sorted({t[0].split("[")[0] for t in todo})), seconds))
+            failed = [o for o in outcomes if not o.success]
+            if failed:
+                raise ConfigError("; ".join(f"{o.label} failed (run {o.run_id}): {o.error}" for o in failed))
+            log(f"  {len(outcomes)} run(s) in {seconds:.1f} s")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile")
-    p.add_argument("--params")
-    args = p.parse_args(argv)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile")
+    ap.add_argument("--params")
+    ap.add_argument("--jobs", type=int, default=None, help="runs at a time (default: the CPU count)")
+    ap.add_argument("--executor", default="in_process", choices=["in_process", "multiprocess"],
+                    help="the executor inside each run (Celery: python -m agedistill_dag.cluster)")
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
     try:
-        materialize_all(args.profile, args.params)
+        materialize_all(args.profile, args.params, jobs=args.jobs, executor=args.executor)
         settings = Profile.load(args.profile, args.params).settings
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print((settings.benchmarks_dir / "benchmark.md").read_text())
     print(f"results in {settings.workdir} (label table: {settings.vmage_path}; "
-          f"checkpoints: {settings.students_dir}; tables: {settings.benchmarks_dir})")
+          f"checkpoints: {settings.students_dir}; tables: {settings.benchmarks_dir}); "
+          f"{time.perf_counter() - start:.0f} s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the module's own name, so that pool processes find these functions under it.
+    from agedistill_dag.materialize import main as _main
+    sys.exit(_main())

@@ -124,3 +124,36 @@ def test_sensors_request_manifest_refresh_and_missing_shards(tmp_path):
     assert sorted(r.partition_key for r in requests) == ["shard-00000", "shard-00001"]
     (root / "3.jpg").write_bytes((root / "0.jpg").read_bytes())
     assert isinstance(new_images_sensor(ctx), dg.RunRequest)             # a new image appeared
+
+
+def test_graph_jobs_stage_order_and_gpu_queue():
+    """`make demo`'s stages come from the graph (upstream first, crops+labels per shard together),
+    each through the job of its partitioning; only student training goes to the `gpu` Celery queue."""
+    from agedistill_dag.definitions import GPU_QUEUE, QUEUE_TAG, graph_jobs
+    from agedistill_dag.materialize import stage_waves, wanted_partitions
+
+    p = Profile.load("demo")
+    defs = build_definitions(p, executor="celery")
+    waves = [[s.assets for s in wave] for wave in stage_waves(p, defs)]
+    assert waves == [[("face_manifest",)], [("face_crops", "teacher_soft_labels")], [("vmage_table",)],
+                     [("lfwc_images",), ("student_checkpoints",)], [("benchmark_tables",)]]
+    jobs = graph_jobs(list(defs.assets))
+    assert sorted(jobs) == ["materialize_face_crops", "materialize_lfwc_images",
+                            "materialize_student_checkpoints", "materialize_unpartitioned"]
+    assert sum(len(k) for k in jobs.values()) == len(EXPECTED)          # every asset in exactly one job
+    job = defs.resolve_job_def("materialize_student_checkpoints")
+    assert job.executor_def.name == "celery"
+    tags = {n.name: n.tags.get(QUEUE_TAG) for n in defs.resolve_job_def("materialize_unpartitioned").graph.nodes}
+    assert set(tags.values()) == {None}
+    (node,) = job.graph.nodes
+    assert node.tags[QUEUE_TAG] == GPU_QUEUE
+    # the partitions the demo profile asks for: its students and its selected LFW+C partitions
+    stage = {s.assets: s for wave in stage_waves(p, defs) for s in wave}
+    assert wanted_partitions(p, stage[("student_checkpoints",)]) == ["mn3_small"]
+    lfwc = wanted_partitions(p, stage[("lfwc_images",)])
+    assert len(lfwc) == len(p.settings.corruptions.severities) * 13 and lfwc[0].keys_by_dimension
+
+
+def test_unknown_executor_is_refused():
+    with pytest.raises(Exception, match="AGEDISTILL_EXECUTOR='dask'; choose one of multiprocess, in_process, celery"):
+        build_definitions("demo", executor="dask")

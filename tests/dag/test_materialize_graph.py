@@ -1,5 +1,6 @@
-"""Materialise the whole asset graph in-process on 300 real UTKFace faces (one short epoch), twice:
-the second run skips every stage's work and records the same data versions."""
+"""Materialise the whole asset graph through Dagster runs (two pool processes, one run per partition)
+on 300 real UTKFace faces (one short epoch) into a throwaway instance, twice: the second time skips
+every stage's work and records the same data versions."""
 import math
 
 import dagster as dg
@@ -15,10 +16,23 @@ from agedistill_testing import needs_utkface
 
 @needs_utkface
 def test_full_graph_on_real_faces(utk_params):
-    instance = dg.DagsterInstance.ephemeral()
-    results = materialize_all("utk", str(utk_params), instance=instance, log=lambda _: None)
-    assert all(r.success for r in results.values())
+    with dg.instance_for_test() as instance:      # on disk: pool processes open it from its ref
+        _full_graph(utk_params, instance)
+
+
+def _full_graph(utk_params, instance):
+    results = materialize_all("utk", str(utk_params), instance=instance, jobs=2, log=lambda _: None)
+    assert results.success
     s = load_settings("utk", utk_params)
+
+    # one recorded run per partition: manifest, 3 shards (crops + labels), label table,
+    # 4 LFW+C partitions, 1 student, benchmark; each through the job of its partitioning
+    runs = instance.get_runs()
+    assert len(runs) == len(results.runs) == 1 + 3 + 1 + 4 + 1 + 1
+    assert {r.job_name for r in runs} == {"materialize_unpartitioned", "materialize_face_crops",
+                                          "materialize_lfwc_images", "materialize_student_checkpoints"}
+    assert sorted(r.tags.get("dagster/partition") for r in runs if r.job_name == "materialize_face_crops") == [
+        "shard-00000", "shard-00001", "shard-00002"]
 
     # partitions: the manifest registered 3 shards of <=128 images, each materialised
     shards = instance.get_dynamic_partitions("shards_utk")
@@ -36,7 +50,7 @@ def test_full_graph_on_real_faces(utk_params):
     assert {"teacher_age", "probs", "split", "gt_age", "age_group"} <= set(vmage.column_names)
 
     # the checks ran and passed
-    check_evals = [e for r in results.values() for e in r.get_asset_check_evaluations()]
+    check_evals = results.check_evaluations()
     assert {e.check_name for e in check_evals} == {"ages_in_range", "vectors_sum_to_one", "unique_ids",
                                                   "counts_match_crops"}
     assert all(e.passed for e in check_evals)
@@ -80,13 +94,14 @@ def test_full_graph_on_real_faces(utk_params):
 
     # a second run: nothing to redo, every data version as before
     def versions(res):
-        return {(e.asset_key.to_user_string(), e.partition): e.materialization.tags["dagster/data_version"]
-                for r in res.values() for e in r.get_asset_materialization_events()}
+        return {(e.asset_materialization.asset_key.to_user_string(), e.asset_materialization.partition):
+                e.asset_materialization.tags["dagster/data_version"] for e in res.materializations()}
     crop_mtime = (s.crops_dir / "shard-00000.parquet").stat().st_mtime_ns
     again = materialize_all("utk", str(utk_params), instance=instance, log=lambda _: None)
     assert versions(again) == versions(results)
     assert (s.crops_dir / "shard-00000.parquet").stat().st_mtime_ns == crop_mtime
-    skipped = [e.materialization.metadata["up_to_date"].value for r in again.values()
-               for e in r.get_asset_materialization_events() if "up_to_date" in e.materialization.metadata]
+    assert again.success and len(versions(again)) == 1 + 3 + 3 + 1 + 4 + 1 + 1
+    skipped = [e.asset_materialization.metadata["up_to_date"].value for e in again.materializations()
+               if "up_to_date" in e.asset_materialization.metadata]
     assert len(skipped) == 3 + 3 + 4 and all(skipped)                         # crops, labels, LFW+C
     assert latest("student_checkpoints").metadata["epochs"].value == 1          # resumed: no epoch trained

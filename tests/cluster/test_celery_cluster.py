@@ -1,0 +1,80 @@
+"""Redis and two dagster-celery workers on loopback materialise a small graph (manifest, crops and
+labels of three shards, the label table, one LFW+C partition); steps run on both workers, and no
+Redis or worker process is left once the cluster stops, also when a run fails."""
+import dagster as dg
+import pytest
+
+from agedistill_core.errors import ConfigError
+from agedistill_core.settings import load_settings
+from agedistill_core.shards import list_shards, read_shards
+from agedistill_dag.cluster import DEMO_WORKERS, Cluster, group_members, redis_server_binary, steps_by_worker
+from agedistill_dag.materialize import materialize_all
+from agedistill_testing import write_params
+
+pytestmark = pytest.mark.cluster
+
+SMALL_GRAPH = ["face_manifest", "face_crops", "teacher_soft_labels", "vmage_table", "lfwc_images"]
+
+
+def _redis_or_skip() -> None:
+    try:
+        redis_server_binary()
+    except ConfigError as exc:
+        pytest.skip(f"Redis cannot start: {exc}")
+
+
+def _params(tmp_path):
+    """The demo faces, 3 shards; a 1-variant teacher; LFW+C: jpeg at severity 1 on 4 faces."""
+    return write_params(tmp_path, {"small": {
+        "workdir": str(tmp_path / "work"), "shard_size": 10,
+        "dataset": {"name": "demo", "root": str(tmp_path / "raw"), "limit": 30},
+        "teacher": {"variants": 1, "threads": 1},
+        "corruptions": {"names": ["jpeg"], "severities": [1], "max_faces": 4}}})
+
+
+def test_two_workers_run_the_graph_and_stop(tmp_path):
+    _redis_or_skip()
+    params = _params(tmp_path)
+    home = tmp_path / "dagster_home"
+    cluster = Cluster(home, logdir=tmp_path / "logs", env={"OMP_NUM_THREADS": "1"})
+    with cluster:
+        assert cluster.alive() == ["redis", "worker-a", "worker-b"]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            done = materialize_all("small", str(params), instance=instance, jobs=2, executor="celery",
+                                   run_config=cluster.run_config(), assets=SMALL_GRAPH, log=lambda _: None)
+            ran = steps_by_worker(instance, done.run_ids)
+            s = load_settings("small", params)
+            shards = instance.get_dynamic_partitions("shards_small")
+            assert shards == ["shard-00000", "shard-00001", "shard-00002"]
+            assert instance.get_materialized_partitions(dg.AssetKey(["small", "teacher_soft_labels"])) == set(shards)
+            assert instance.get_materialized_partitions(dg.AssetKey(["small", "lfwc_images"])) == {"jpeg|1"}
+    assert cluster.alive() == []                         # Redis and both workers (and their pool children) gone
+
+    assert done.success and len(done.runs) == 1 + 3 + 1 + 1     # manifest, 3 x (crops+labels), vmage, lfwc
+    # every step ran on a worker, and both workers ran some
+    assert set(ran) == set(cluster.worker_names())
+    steps = sorted(s for worker_steps in ran.values() for s in worker_steps)
+    assert steps.count("small__face_crops") == 3 and steps.count("small__teacher_soft_labels") == 3
+    assert {"small__face_manifest", "small__vmage_table", "small__lfwc_images"} <= set(steps)
+    # and the files are there, as in-process runs write them
+    assert list_shards(s.crops_dir) == shards == list_shards(s.labels_dir)
+    assert read_shards(s.labels_dir).num_rows == read_shards(s.crops_dir).num_rows > 0
+    assert (s.lfwc_dir / "jpeg-s1").is_dir()
+
+
+def test_failed_run_still_stops_everything(tmp_path):
+    """A run that fails on a worker (a dataset root that does not exist) raises a one-line error
+    naming the run; leaving the context stops Redis and the workers all the same."""
+    _redis_or_skip()
+    params = write_params(tmp_path, {"broken": {
+        "workdir": str(tmp_path / "work"), "dataset": {"name": "folder", "root": str(tmp_path / "missing")}}})
+    home = tmp_path / "dagster_home"
+    cluster = Cluster(home, logdir=tmp_path / "logs", workers=DEMO_WORKERS[:1])
+    with pytest.raises(ConfigError, match=r"broken/face_manifest failed \(run .*\): .*missing"):
+        with cluster:
+            pids = [p.pid for p in cluster.procs.values()]
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                materialize_all("broken", str(params), instance=instance, jobs=1, executor="celery",
+                                run_config=cluster.run_config(), log=lambda _: None)
+    assert cluster.alive() == []
+    assert all(group_members(pid) == [] for pid in pids)      # no live process in any group we started
