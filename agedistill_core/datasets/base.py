@@ -38,15 +38,17 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agedistill_core.errors import DataError
 from agedistill_core.registry import Registry
-from agedistill_core.settings import Settings
 from agedistill_core.shards import read_table, shard_id, shard_index, table_metadata, write_table
+
+if TYPE_CHECKING:  # settings sit a layer above (they validate names against the registries)
+    from agedistill_core.settings import Settings
 
 log = logging.getLogger("agedistill")
 
@@ -369,6 +371,6 @@ def build_manifest(settings: Settings, previous: Path | None = None) -> pa.Table
 def manifest_notes(settings_or_path: Settings | Path) -> list[str]:
     """The manifest's one-line messages (skipped files by kind, duplicates,
     non-UTF-8 names), for the CLI or a UI to print; [] when there is nothing to say."""
-    path = settings_or_path.manifest_path if isinstance(settings_or_path, Settings) else Path(settings_or_path)
+    path = Path(getattr(settings_or_path, "manifest_path", settings_or_path))
     raw = table_metadata(path).get("notes") if Path(path).is_file() else None
     return list(json.loads(raw)) if raw else []

@@ -3,10 +3,11 @@ or within a layer, never up; no import cycles; the core never imports dagster.
 
 The layers (README, "Architecture"), bottom to top:
   0 foundation   errors, registry
-  1 io           images, shards, settings
+  1 io           images, shards
   2 blocks       datasets, faces (detection, alignment, framing), corruptions (the 13 functions),
                  evaluate.metrics, students' networks, augmentation, checkpoints, losses, DDP
-  3 models       students.inference / export (a trained student), teacher members and ensemble
+  3 models       students.inference / export (a trained student), teacher members and ensemble;
+                 settings (a profile is validated against the registries of layers 2 and 3)
   4 stages       faces.crops, teacher.label / vmage / report / measure, corruptions.lfwc,
                  students.data / train / finetune / ship / report, evaluate.benchmark / robustness / predict
   5 pipeline     pipeline (the stage table), dvcyaml, cli
@@ -20,7 +21,7 @@ CORE = Path(__file__).resolve().parents[2] / "agedistill_core"
 
 LAYERS = {
     "errors": 0, "registry": 0,
-    "images": 1, "shards": 1, "settings": 1,
+    "images": 1, "shards": 1, "settings": 3,
     "datasets": 2, "faces": 2, "corruptions": 2, "evaluate.metrics": 2,
     "students.zoo": 2, "students.augment": 2, "students.checkpoint": 2, "students.losses": 2,
     "students.distributed": 2,
@@ -47,13 +48,29 @@ def layer(module: str) -> int:
     raise KeyError(f"agedistill_core.{module} has no layer in LAYERS: add it")
 
 
+def _type_only(tree: ast.Module) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (annotations only: they never run)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
 def imports(path: Path) -> set[str]:
-    """Every agedistill_core module ``path`` imports (relative names), at any depth in the file."""
+    """Every agedistill_core module ``path`` imports (relative names), at any depth in the file,
+    including modules named in strings (``importlib.import_module("agedistill_core.x")``)."""
     me = module_name(path)
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
+    tree = ast.parse(path.read_text(), str(path))
+    type_only = _type_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("agedistill_core."):
+            found.add(node.value)
+        elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             if node.level:
