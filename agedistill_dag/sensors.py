@@ -1,9 +1,11 @@
-"""Sensors that keep the label table growing with the corpus (both off by default).
+"""Sensors that keep the label table growing with the corpus, and the benchmark current (all off by default).
 
 - ``new_images_sensor``: when the data root holds images the manifest has not seen,
   refresh ``face_manifest`` (which registers new shard partitions).
 - ``unlabelled_shards_sensor``: for every shard partition whose teacher labels are
   not materialised yet, request a crops + labels run of just that partition.
+- ``reevaluation_automation`` (``agedistill_dag.jobs``): evaluates ``benchmark_tables``' automation
+  condition: re-runs the benchmark after a new student checkpoint and every Monday 03:00 UTC.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import dagster as dg
 from agedistill_core.datasets.base import list_images
 from agedistill_core.errors import AgedistillError
 from agedistill_core.shards import read_table
+from agedistill_dag.jobs import reevaluation_sensor
 from agedistill_dag.profile import Profile
 from agedistill_dag.resources import AgedistillConfig
 
@@ -46,4 +49,5 @@ def corpus_sensors(p: Profile) -> tuple[list, list[dg.SensorDefinition]]:  # (as
             return dg.SkipReason(f"all {len(shards)} shards are labelled")
         return [dg.RunRequest(run_key=f"label-{s}", partition_key=s) for s in todo]
 
-    return [refresh_manifest_job, label_shard_job], [new_images_sensor, unlabelled_shards_sensor]
+    return ([refresh_manifest_job, label_shard_job],
+            [new_images_sensor, unlabelled_shards_sensor, reevaluation_sensor(p)])

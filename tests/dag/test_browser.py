@@ -1,0 +1,228 @@
+"""The Dagster web UI in a real browser: Playwright drives Debian's chromium against ``dagster dev``
+(started as ``make ui`` starts it: workspace.yaml, repo root) on an instance where the demo graph
+was materialised.  Every asset page renders with its description; the charts open as images that
+decoded (naturalWidth > 0); the benchmark's numeric metadata draws in the Plots tab; and the
+``reevaluate`` job launched from the Launchpad succeeds.
+
+About two minutes on 2 CPU cores (materialising the demo graph, starting dagster dev, one run).
+Set AGEDISTILL_UI_SCREENSHOTS=docs/img to refresh the screenshots docs/UI.md shows.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from agedistill_dag.definitions import build_definitions
+from agedistill_dag.materialize import materialize_all
+from agedistill_dag.profile import Profile
+from agedistill_testing import REPO, write_params
+
+CHROMIUM = Path("/usr/bin/chromium")
+try:
+    from playwright.sync_api import Page, expect, sync_playwright
+except ImportError as exc:  # pragma: no cover - the dev dependencies include playwright
+    pytestmark = pytest.mark.skip(reason=f"needs the playwright package (pip install playwright): {exc}")
+else:
+    pytestmark = pytest.mark.skipif(
+        not CHROMIUM.is_file(), reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+
+PROFILE = "demo"
+ASSETS = ["face_manifest", "face_crops", "teacher_soft_labels", "vmage_table", "lfwc_images",
+          "student_checkpoints", "benchmark_tables"]
+# asset -> (Markdown metadata entry holding the chart, the chart's alt text)
+CHARTS = {"vmage_table": ("age_group_histogram", "teacher ages by SPEC group"),
+          "student_checkpoints": ("training_curves", "mn3_small training curves"),
+          "benchmark_tables": ("robustness_chart", "MAE per corruption and severity")}
+START_TIMEOUT_S = 180      # dagster dev: webserver, daemon and code server on a busy machine
+RUN_TIMEOUT_S = 300        # the reevaluate run: a process that imports torch, scores 21 faces x 5 sets
+STOP_GRACE_S = 10          # dagster dev ignores SIGTERM while it waits for its children: SIGKILL then
+UI_MS = 60_000             # Playwright waits for UI elements (the first page compiles the code location)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to the whole group, SIGKILL to the group after ``grace_s``; returns when none is left."""
+    pgid = proc.pid                       # started with start_new_session: it leads its own group
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            proc.poll()                   # reap the leader (a zombie still counts as a group member)
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.2)
+    proc.wait(timeout=5)
+
+
+def _screenshot(page: Page, name: str) -> None:
+    folder = os.environ.get("AGEDISTILL_UI_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"ui_{name}.png"))
+
+
+class UI:
+    def __init__(self, url: str, home: Path, params: Path, log: Path):
+        self.url, self.home, self.params, self.log = url, home, params, log
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.is_file() else ""
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.home))
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """dagster dev on a fresh instance holding the materialised demo graph (1 training epoch,
+    4 LFW+C partitions); stopped, process group and all, at the end of the module."""
+    tmp = tmp_path_factory.mktemp("ui")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    params = write_params(tmp, {PROFILE: {
+        "workdir": str(tmp / "work"), "dataset": {"name": "demo", "root": str(tmp / "raw")}, "shard_size": 64,
+        "students": {"epochs": 1, "batch_size": 32, "threads": 1},
+        "corruptions": {"names": ["defocus_blur", "jpeg"], "severities": [1, 5]}}}, default=PROFILE)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        materialize_all(PROFILE, str(params), instance=instance, log=lambda _: None)
+
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "AGEDISTILL_PARAMS": str(params),
+           "AGEDISTILL_PROFILE": PROFILE, "AGEDISTILL_EXECUTOR": "in_process"}
+    log = tmp / "dagster_dev.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
+                                 "-h", "127.0.0.1", "-p", str(port)],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    ui = UI(f"http://127.0.0.1:{port}", home, params, log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"dagster dev exited with {proc.returncode}:\n{ui.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{ui.url}/server_info", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"dagster dev did not serve {ui.url} within {START_TIMEOUT_S} s:\n{ui.log_tail()}")
+            time.sleep(1)
+        yield ui
+    finally:
+        stop_process_group(proc)
+
+
+@pytest.fixture(scope="module")
+def browser(ui):
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM))
+        # the first visit to a fresh instance shows Dagster's community dialog: skip it (the
+        # instance remembers, so no later page shows it)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{ui.url}/assets/{PROFILE}/vmage_table")
+        skip = page.get_by_role("button", name="Skip")
+        skip.click(timeout=UI_MS)
+        expect(skip).to_have_count(0)
+        page.close()
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(UI_MS)
+    yield page
+    page.close()
+
+
+def _descriptions(ui: UI) -> dict[str, str]:
+    graph = build_definitions(Profile.load(PROFILE, str(ui.params))).resolve_asset_graph()
+    return {a: graph.get(dg.AssetKey([PROFILE, a])).description for a in ASSETS}
+
+
+def test_every_asset_page_renders(ui, page):
+    for asset, description in _descriptions(ui).items():
+        page.goto(f"{ui.url}/assets/{PROFILE}/{asset}")
+        expect(page.get_by_text(description, exact=True)).to_be_visible()
+        expect(page.get_by_text("Latest materialization").first).to_be_visible()
+        # the latest materialisation's metadata table (every asset writes a `path` or a count)
+        expect(page.get_by_role("button", name="Plots")).to_be_visible()
+        assert "Unexpected GraphQL error" not in page.inner_text("body")
+
+
+@pytest.mark.parametrize("asset", sorted(CHARTS))
+def test_chart_opens_as_an_image(ui, page, asset):
+    """Markdown metadata with a data: URI PNG: the metadata table shows it behind [Show Markdown]
+    (Dagster inlines Markdown under 1000 characters only); the dialog shows the decoded image."""
+    entry, alt = CHARTS[asset]
+    page.goto(f"{ui.url}/assets/{PROFILE}/{asset}")
+    row = page.get_by_role("row").filter(has=page.get_by_text(entry, exact=True))
+    row.get_by_text("[Show Markdown]").click()
+    dialog = page.get_by_role("dialog")
+    image = dialog.get_by_role("img", name=alt)
+    expect(image).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    width, height = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+    assert width >= 300 and height >= 150, (asset, width, height)
+    if asset == "benchmark_tables":
+        _screenshot(page, "benchmark_chart")
+
+
+def test_benchmark_numbers_plotted_over_materialisations(ui, page):
+    page.goto(f"{ui.url}/assets/{PROFILE}/benchmark_tables")
+    page.get_by_role("button", name="Plots").click()
+    for name in ("mae_to_teacher[mn3_small]", "test_faces"):
+        expect(page.get_by_text(name, exact=True)).to_be_visible()
+    canvases = page.locator("canvas")
+    expect(canvases.first).to_be_visible()
+    # each plot drew something: non-transparent pixels on its canvas
+    painted = page.evaluate("""() => Array.from(document.querySelectorAll('canvas')).map(c => {
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; })""")
+    assert len(painted) >= 2 and all(n > 100 for n in painted), painted
+    _screenshot(page, "benchmark_plots")
+
+
+def test_reevaluate_launched_from_the_launchpad_succeeds(ui, page):
+    with ui.instance() as instance:
+        before = len(instance.fetch_materializations(dg.AssetKey([PROFILE, "benchmark_tables"]), limit=100).records)
+    page.goto(f"{ui.url}/jobs")
+    # (a job's link is also named by its icons: match the text)
+    page.get_by_role("link").filter(has=page.get_by_text("reevaluate", exact=True)).click()
+    page.wait_for_url("**/jobs/reevaluate**")
+    page.goto(page.url.split("/jobs/reevaluate")[0] + "/jobs/reevaluate/playground")
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url("**/runs/*")
+    run_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=RUN_TIMEOUT_S * 1000)
+    _screenshot(page, "reevaluate_run")
+    with ui.instance() as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.job_name == "reevaluate", run
+        assert run.status == dg.DagsterRunStatus.SUCCESS, f"{run.status}:\n{ui.log_tail()}"
+        records = instance.fetch_materializations(dg.AssetKey([PROFILE, "benchmark_tables"]), limit=100).records
+    assert len(records) == before + 1 and records[0].run_id == run_id
+    assert "mae_to_teacher[mn3_small]" in records[0].asset_materialization.metadata
