@@ -112,6 +112,27 @@ def test_no_request_without_label_table(demo):
     assert tick(at=NEXT_MONDAY_3AM + dt.timedelta(minutes=1)) == 0
 
 
+def test_checkpoint_during_a_benchmark_run_waits_for_the_run(demo):
+    """While a run writes the benchmark, a new checkpoint is remembered, not requested; once the
+    run ends without writing it (here: it failed), the benchmark is requested."""
+    p, defs = demo
+    instance = dg.DagsterInstance.ephemeral()
+    tick = Ticks(p, defs, instance, TUESDAY)
+    _materialised(instance, p, "vmage_table")
+    assert tick() == 0
+    run = instance.create_run_for_job(job_def=defs.resolve_job_def("reevaluate"),
+                                      asset_selection=frozenset({p.key("benchmark_tables")}))
+    instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name),
+                                  run_id=run.run_id)
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+    _materialised(instance, p, "student_checkpoints", "mn3_small")
+    assert tick() == 0                                   # the benchmark is being written
+    assert tick() == 0
+    instance.report_run_failed(instance.get_run_by_id(run.run_id))
+    assert tick() == 1                                   # the checkpoint was not forgotten
+    assert tick() == 0
+
+
 def test_weekly_cron_tick(demo):
     p, defs = demo
     instance = dg.DagsterInstance.ephemeral()
