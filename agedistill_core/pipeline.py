@@ -121,6 +121,7 @@ def run_vmage(settings: Settings, log: Log = print, *, strict: bool = True) -> d
     summary["age_group_plot"] = str(report["path"])
     summary["age_group_table"] = report["markdown"]
     atomic_write_text(settings.workdir / "vmage_summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(settings.workdir / "vmage_metrics.json", json.dumps(vmage_metrics(summary), indent=2))
     log(f"label table: {summary['faces']} faces, groups {summary['age_groups']}")
     if len(summary["sources"]) > 1:
         log("per source:\n" + summary["sources_table"])
@@ -134,6 +135,16 @@ def run_vmage(settings: Settings, log: Log = print, *, strict: bool = True) -> d
         raise DataError(f"label table {settings.vmage_path} fails {len(failed)} check(s): "
                         + "; ".join(f"{c.name} ({c.detail})" for c in failed) + f"; {fix}")
     return summary
+
+
+def vmage_metrics(summary: dict) -> dict:
+    """The label table's numbers only (DVC metrics: `dvc metrics show`, `dvc exp show`)."""
+    out = {"faces": summary["faces"], "splits": summary["splits"], "age_groups": summary["age_groups"],
+           "checks_passed": sum(bool(v) for v in summary.get("checks", {}).values()),
+           "checks_failed": sum(not v for v in summary.get("checks", {}).values())}
+    if "teacher_mae_to_ground_truth" in summary:
+        out["teacher_mae_to_ground_truth"] = round(summary["teacher_mae_to_ground_truth"], 4)
+    return out
 
 
 def run_lfwc(settings: Settings, names: list[str] | None = None, severities: list[int] | None = None,
@@ -232,8 +243,8 @@ STAGES: tuple[Stage, ...] = (
           "join the labels into the label table and check it",
           needs=("manifest", "label"),   # and the crops, through the label shards (whose versions chain theirs)
           code=("agedistill_core/teacher/vmage.py", "agedistill_core/teacher/report.py"),
-          outs=(Output("vmage.parquet"),
-                Output("vmage_summary.json", kind="metric"),
+          outs=(Output("vmage.parquet"), Output("vmage_summary.json"),
+                Output("vmage_metrics.json", kind="metric"),
                 Output("vmage_age_groups.png", kind="plot"))),
     Stage("lfwc", "lfwc_images", "robustness", run_lfwc,
           "corrupt the evaluation crops (13 corruptions x 5 severities)", partitions="lfwc",

@@ -135,6 +135,12 @@ def test_label_table_summary_reports_each_source(corpus):
         assert row["labelled"] <= row["images"]
     assert per["utkface"]["teacher_mae"] is not None and 1 < per["utkface"]["teacher_mae"] < 15
     assert per["lfw"]["teacher_mae"] is None
+    # the DVC metric: the same numbers, no text
+    metrics = json.loads((settings.workdir / "vmage_metrics.json").read_text())
+    assert metrics["faces"] == summary["faces"] and metrics["age_groups"] == summary["age_groups"]
+    assert metrics["checks_failed"] == 0 and metrics["checks_passed"] == len(summary["checks"])
+    assert abs(metrics["teacher_mae_to_ground_truth"] - summary["teacher_mae_to_ground_truth"]) < 1e-3
+    assert all(isinstance(v, (int, float, dict)) for v in metrics.values())
 
 
 def test_source_settings_are_validated(tmp_path):
