@@ -28,6 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 import multiprocessing
 from typing import Callable, Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 
@@ -235,17 +236,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile")
     ap.add_argument("--params")
     ap.add_argument("--jobs", type=int, default=None, help="runs at a time (default: the CPU count)")
-    ap.add_argument("--executor", default="in_process", choices=["in_process", "multiprocess"],
-                    help="the executor inside each run (Celery: python -m agedistill_dag.cluster)")
+    ap.add_argument("--executor", default="in_process", choices=["in_process", "multiprocess", "celery"],
+                    help="the executor inside each run; celery sends the steps to running workers "
+                         "(--broker; docs/DEPLOY.md); `make cluster-demo` starts Redis and workers itself")
+    ap.add_argument("--broker", help="Celery broker URL, e.g. redis://10.0.0.1:6379/0 (with --executor celery)")
+    ap.add_argument("--backend", help="Celery result backend URL (default: the broker's host, db 1)")
     args = ap.parse_args(argv)
+    run_config = None
+    if args.executor == "celery":
+        if not args.broker:
+            ap.error("--executor celery needs --broker URL (the workers' broker; docs/DEPLOY.md)")
+        backend = args.backend or urlunsplit(urlsplit(args.broker)._replace(path="/1"))
+        run_config = {"execution": {"config": {"broker": args.broker, "backend": backend}}}
     start = time.perf_counter()
     try:
-        materialize_all(args.profile, args.params, jobs=args.jobs, executor=args.executor)
+        materialize_all(args.profile, args.params, jobs=args.jobs, executor=args.executor, run_config=run_config)
         settings = Profile.load(args.profile, args.params).settings
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print((settings.benchmarks_dir / "benchmark.md").read_text())
+    bench = settings.benchmarks_dir / "benchmark.md"
+    if bench.is_file():
+        print(bench.read_text())
     print(f"results in {settings.workdir} (label table: {settings.vmage_path}; "
           f"checkpoints: {settings.students_dir}; tables: {settings.benchmarks_dir}); "
           f"{time.perf_counter() - start:.0f} s")

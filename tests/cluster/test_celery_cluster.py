@@ -8,7 +8,7 @@ from agedistill_core.errors import ConfigError
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import list_shards, read_shards
 from agedistill_dag.cluster import DEMO_WORKERS, Cluster, group_members, redis_server_binary, steps_by_worker
-from agedistill_dag.materialize import materialize_all
+from agedistill_dag.materialize import main, materialize_all
 from agedistill_testing import write_params
 
 pytestmark = pytest.mark.cluster
@@ -62,18 +62,26 @@ def test_two_workers_run_the_graph_and_stop(tmp_path):
     assert (s.lfwc_dir / "jpeg-s1").is_dir()
 
 
-def test_failed_run_still_stops_everything(tmp_path):
-    """A run that fails on a worker (a dataset root that does not exist) raises a one-line error
-    naming the run; leaving the context stops Redis and the workers all the same."""
+def test_failed_run_still_stops_everything(tmp_path, monkeypatch, capsys):
+    """A run that fails on a worker (a dataset root that does not exist): the command line (workers
+    already running, --executor celery --broker) exits 2 with a one-line error naming the run and the
+    fix; materialize_all raises it; leaving the context stops Redis and the workers all the same."""
     _redis_or_skip()
     params = write_params(tmp_path, {"broken": {
         "workdir": str(tmp_path / "work"), "dataset": {"name": "folder", "root": str(tmp_path / "missing")}}})
     home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
     cluster = Cluster(home, logdir=tmp_path / "logs", workers=DEMO_WORKERS[:1])
     with pytest.raises(ConfigError, match=r"broken/face_manifest failed \(run .*\): .*missing"):
         with cluster:
             pids = [p.pid for p in cluster.procs.values()]
-            with dg.DagsterInstance.from_config(str(home)) as instance:
+            rc = main(["--profile", "broken", "--params", str(params), "--jobs", "1",
+                       "--executor", "celery", "--broker", cluster.broker])
+            err = capsys.readouterr().err.strip().splitlines()[-1]
+            assert rc == 2
+            assert err.startswith("error: broken/face_manifest failed (run ")
+            assert "does not exist; set dataset.root in profile 'broken'" in err
+            with dg.DagsterInstance.get() as instance:
                 materialize_all("broken", str(params), instance=instance, jobs=1, executor="celery",
                                 run_config=cluster.run_config(), log=lambda _: None)
     assert cluster.alive() == []
