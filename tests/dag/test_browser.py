@@ -1,10 +1,11 @@
 """The Dagster web UI in a real browser: Playwright drives Debian's chromium against ``dagster dev``
 (started as ``make ui`` starts it: workspace.yaml, repo root) on an instance where the demo graph
 was materialised.  Every asset page renders with its description; the charts open as images that
-decoded (naturalWidth > 0); the benchmark's numeric metadata draws in the Plots tab; and the
-``reevaluate`` job launched from the Launchpad succeeds.
+decoded (naturalWidth > 0); the benchmark's numeric metadata draws in the Plots tab; the
+``reevaluate`` job launched from the Launchpad succeeds; and the re-evaluation sensor, turned on
+in the UI, re-runs the benchmark when a student checkpoint is materialised.
 
-About two minutes on 2 CPU cores (materialising the demo graph, starting dagster dev, one run).
+About three minutes on 2 CPU cores (materialising the demo graph, starting dagster dev, two runs).
 Set AGEDISTILL_UI_SCREENSHOTS=docs/img to refresh the screenshots docs/UI.md shows.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dagster as dg
 import pytest
 
 from agedistill_dag.definitions import build_definitions
+from agedistill_dag.jobs import AUTOMATION_SENSOR
 from agedistill_dag.materialize import materialize_all
 from agedistill_dag.profile import Profile
 from agedistill_testing import REPO, write_params
@@ -226,3 +228,39 @@ def test_reevaluate_launched_from_the_launchpad_succeeds(ui, page):
         records = instance.fetch_materializations(dg.AssetKey([PROFILE, "benchmark_tables"]), limit=100).records
     assert len(records) == before + 1 and records[0].run_id == run_id
     assert "mae_to_teacher[mn3_small]" in records[0].asset_materialization.metadata
+
+
+def _wait_for_run(ui: UI, known: set[str], timeout_s: float) -> dg.DagsterRun:
+    """The first run not in ``known``, once it has finished (fails the test after ``timeout_s``)."""
+    deadline, new = time.monotonic() + timeout_s, []
+    with ui.instance() as instance:
+        while time.monotonic() < deadline:
+            new = [r for r in instance.get_runs() if r.run_id not in known]
+            if new and new[-1].is_finished:
+                return new[-1]
+            time.sleep(2)
+    pytest.fail(f"no finished run after {timeout_s} s (new runs: {new}):\n{ui.log_tail()}")
+
+
+def test_reevaluation_sensor_turned_on_in_the_ui_reacts_to_a_new_checkpoint(ui, page):
+    page.goto(f"{ui.url}/automation")
+    page.get_by_role("link").filter(has=page.get_by_text(AUTOMATION_SENSOR, exact=True)).click()
+    running = page.get_by_role("checkbox")       # the "Running" switch; its input is hidden: click its label
+    expect(running).not_to_be_checked()          # off by default
+    try:
+        running.locator("..").click()
+        expect(running).to_be_checked()
+        # the first evaluation: nothing new since the sensor started, nothing requested
+        expect(page.get_by_text("0 runs requested")).to_be_visible(timeout=START_TIMEOUT_S * 1000)
+        with ui.instance() as instance:
+            known = {r.run_id for r in instance.get_runs()}
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                dg.AssetKey([PROFILE, "student_checkpoints"]), partition="mn3_small"))
+        run = _wait_for_run(ui, known, RUN_TIMEOUT_S + 60)      # the sensor ticks every 30 s
+        assert run.tags.get("dagster/sensor_name") == AUTOMATION_SENSOR, run.tags
+        assert run.asset_selection == {dg.AssetKey([PROFILE, "benchmark_tables"])}
+        assert run.status == dg.DagsterRunStatus.SUCCESS, f"{run.status}:\n{ui.log_tail()}"
+    finally:
+        if running.is_checked():
+            running.locator("..").click()
+        expect(running).not_to_be_checked()
