@@ -38,8 +38,9 @@ else:
         not CHROMIUM.is_file(), reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
 
 PROFILE = "demo"
-ASSETS = ["face_manifest", "face_crops", "teacher_soft_labels", "vmage_table", "lfwc_images",
-          "student_checkpoints", "benchmark_tables"]
+# asset -> a numeric metadata entry its latest materialisation shows
+ASSETS = {"face_manifest": "images", "face_crops": "images", "teacher_soft_labels": "faces", "vmage_table": "faces",
+          "lfwc_images": "faces", "student_checkpoints": "best_val_mae", "benchmark_tables": "mae_to_teacher[mn3_small]"}
 # asset -> (Markdown metadata entry holding the chart, the chart's alt text)
 CHARTS = {"vmage_table": ("age_group_histogram", "teacher ages by SPEC group"),
           "student_checkpoints": ("training_curves", "mn3_small training curves"),
@@ -170,7 +171,9 @@ def test_every_asset_page_renders(ui, page):
         page.goto(f"{ui.url}/assets/{PROFILE}/{asset}")
         expect(page.get_by_text(description, exact=True)).to_be_visible()
         expect(page.get_by_text("Latest materialization").first).to_be_visible()
-        # the latest materialisation's metadata table (every asset writes a `path` or a count)
+        # the latest materialisation's metadata table, with its Plots view
+        entry = page.get_by_role("row").filter(has=page.get_by_text(ASSETS[asset], exact=True))
+        expect(entry.first).to_be_visible()
         expect(page.get_by_role("button", name="Plots")).to_be_visible()
         assert "Unexpected GraphQL error" not in page.inner_text("body")
 
