@@ -20,6 +20,6 @@ def vmage_checks(p: Profile) -> dg.AssetChecksDefinition:
         crops = manifest_crops(settings, ["image_id", "status"])
         for result in check_vmage(table, crops):
             yield dg.AssetCheckResult(check_name=result.name, asset_key=table_key, passed=result.passed,
-                                      metadata={"detail": result.detail})
+                                      metadata={"detail": result.detail, "value": float(result.value)})  # plotted
 
     return vmage_checks

@@ -130,6 +130,7 @@ class CheckResult:
     name: str
     passed: bool
     detail: str
+    value: float = 0.0      # the measured number (bad rows, worst error, count gap): 0 when it passes exactly
 
 
 def check_vmage(table: pa.Table, crops: pa.Table) -> list[CheckResult]:
@@ -137,17 +138,18 @@ def check_vmage(table: pa.Table, crops: pa.Table) -> list[CheckResult]:
     results = []
     ages = table["teacher_age"].to_numpy()
     bad = int(((ages < 0) | (ages > 100) | ~np.isfinite(ages)).sum())
-    results.append(CheckResult("ages_in_range", bad == 0, f"{bad} ages outside [0, 100]"))
+    results.append(CheckResult("ages_in_range", bad == 0, f"{bad} ages outside [0, 100]", bad))
     probs = np.asarray(table["probs"].combine_chunks().flatten().to_numpy()).reshape(-1, 101)
     sums = probs.sum(1) if len(probs) else np.zeros(0)
     worst = float(np.abs(sums - 1).max()) if len(sums) else 0.0
-    results.append(CheckResult("vectors_sum_to_one", worst < 1e-3, f"max |sum - 1| = {worst:.2e}"))
+    results.append(CheckResult("vectors_sum_to_one", worst < 1e-3, f"max |sum - 1| = {worst:.2e}", worst))
     keys = pc.binary_join_element_wise(table["image_id"], pc.cast(table["face"], pa.string()), "#")
     dupes = table.num_rows - len(pc.unique(keys))
-    results.append(CheckResult("unique_ids", dupes == 0, f"{dupes} duplicate (image_id, face) rows"))
+    results.append(CheckResult("unique_ids", dupes == 0, f"{dupes} duplicate (image_id, face) rows", dupes))
     usable = int(pc.sum(pc.is_in(crops["status"], pa.array(USABLE))).as_py() or 0)
     results.append(CheckResult("counts_match_crops", usable == table.num_rows,
-                               f"{table.num_rows} labelled faces vs {usable} usable crops"))
+                               f"{table.num_rows} labelled faces vs {usable} usable crops",
+                               table.num_rows - usable))
     return results
 
 

@@ -49,8 +49,12 @@ def test_checks_catch_each_defect():
     assert all(c.passed for c in check_vmage(_table([1.0, 2.0, 3.0], good, ["a", "b", "c"]), crops))
     bad = good.copy()
     bad[0] *= 2
-    failed = {c.name for c in check_vmage(_table([1.0, 120.0, 3.0], bad, ["a", "a", "c"]), crops) if not c.passed}
-    assert failed == {"ages_in_range", "vectors_sum_to_one", "unique_ids"}
+    results = {c.name: c for c in check_vmage(_table([1.0, 120.0, 3.0], bad, ["a", "a", "c"]), crops)}
+    assert {n for n, c in results.items() if not c.passed} == {"ages_in_range", "vectors_sum_to_one", "unique_ids"}
+    # the measured numbers (Dagster plots them per check): 1 bad age, a vector summing to 2, 1 duplicate
+    assert results["ages_in_range"].value == 1 and results["unique_ids"].value == 1
+    assert abs(results["vectors_sum_to_one"].value - 1.0) < 1e-4
     short = _table([1.0, 2.0], good[:2], ["a", "b"])
-    failed = {c.name for c in check_vmage(short, crops) if not c.passed}
-    assert failed == {"counts_match_crops"}
+    results = {c.name: c for c in check_vmage(short, crops)}
+    assert {n for n, c in results.items() if not c.passed} == {"counts_match_crops"}
+    assert results["counts_match_crops"].value == -1          # 2 labelled faces, 3 usable crops
