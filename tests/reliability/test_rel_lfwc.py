@@ -94,12 +94,23 @@ def test_lfwc_option_selecting_nothing_is_one_line(built, capsys, args, expect):
 
 
 def test_base_split_without_faces_is_one_line(tmp_path, faces_dir, reference, capsys):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     work = tmp_path / "work"
     shutil.copytree(reference, work, ignore=shutil.ignore_patterns("lfwc"))
+    # a split that is not one: refused when the profile loads, naming the valid ones
     params = make_params(tmp_path, work, faces_dir, corruptions={"base_split": "holdout"})
     assert cli(["--profile", PROFILE, "--params", str(params), "lfwc"]) == 2
     line = one_line_error(capsys.readouterr().err)
-    assert "corruptions.base_split 'holdout' has no faces" in line and "train" in line and str(params) in line
+    assert "corruptions.base_split" in line and "'holdout'" in line and "train, val, test" in line
+    # a real split that holds no face in the label table: one line naming the splits that do
+    table = pq.read_table(work / "vmage.parquet")
+    pq.write_table(table.filter(pc.not_equal(table["split"], "val")), work / "vmage.parquet")
+    params = make_params(tmp_path, work, faces_dir, corruptions={"base_split": "val"})
+    assert cli(["--profile", PROFILE, "--params", str(params), "lfwc"]) == 2
+    line = one_line_error(capsys.readouterr().err)
+    assert "corruptions.base_split 'val' has no faces" in line and "train" in line and str(params) in line
     assert not (work / "lfwc").exists() or not any((work / "lfwc").iterdir())
 
 
