@@ -43,8 +43,9 @@ def _params(folder: Path, faces_dir: Path) -> Path:
 
 
 def materialize(params: Path, home: Path, kill: str | None = None, fault: Path | None = None,
-                timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m agedistill_dag.materialize --profile rel --params P`` with DAGSTER_HOME=home."""
+                timeout: int = 300, jobs: int | None = None) -> subprocess.CompletedProcess:
+    """``python -m agedistill_dag.materialize --profile rel --params P [--jobs N]`` with DAGSTER_HOME=home
+    (default: runs in parallel, one process per run, as ``make demo``)."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = dict(os.environ, OMP_NUM_THREADS="1", DAGSTER_HOME=str(home), AGEDISTILL_PROFILE=PROFILE,
@@ -55,8 +56,8 @@ def materialize(params: Path, home: Path, kill: str | None = None, fault: Path |
         env["AGEDISTILL_TEST_KILL"] = kill
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(fault), env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "agedistill_dag.materialize", "--profile", PROFILE,
-                           "--params", str(params)], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                           "--params", str(params), *(["--jobs", str(jobs)] if jobs else [])],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +105,9 @@ def test_killed_dagster_run_reruns_to_the_same_outputs(tmp_path, faces_dir, faul
     params = _params(tmp_path, faces_dir)
     work, home = tmp_path / "work", tmp_path / "dagster_home"
 
-    r = materialize(params, home, kill=kill, fault=fault_dir)
+    # one run at a time in the materialising process (--jobs 1), so the kill stops everything at a
+    # known point; the rerun goes in parallel, as `make demo` does
+    r = materialize(params, home, kill=kill, fault=fault_dir, jobs=1)
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr[-3000:])
 
     # the killed run stopped exactly where we said (shards go crops then labels, shard by shard)
@@ -158,3 +161,27 @@ def test_killed_dagster_run_reruns_to_the_same_outputs(tmp_path, faces_dir, faul
         for k, v in want["model"].items():
             assert got["model"][k].equal(v), f"{name}: {k} differs from the uninterrupted run"
     assert load_checkpoint(work / "students" / "mn3_small" / "last.pt")["epoch"] == EPOCHS - 1
+
+
+def test_a_run_process_killed_in_a_parallel_materialisation(tmp_path, faces_dir, fault_dir, dag_reference):
+    """In parallel, runs execute in worker processes: when one is SIGKILLed the materialisation
+    stops with one error line, leaves no run STARTED in the instance (it would block automation
+    forever), and the rerun ends with the uninterrupted run's tables."""
+    import dagster as dg
+
+    params = _params(tmp_path, faces_dir)
+    work, home = tmp_path / "work", tmp_path / "dagster_home"
+    r = materialize(params, home, kill=CASES["labels-shard"], fault=fault_dir, jobs=2)
+    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        statuses = {run.status for run in instance.get_runs()}
+    assert dg.DagsterRunStatus.STARTED not in statuses and dg.DagsterRunStatus.CANCELED in statuses
+
+    r = materialize(params, home)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_tables_nan(work, dag_reference)
+
