@@ -272,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: unfinished runs marked canceled; every Redis and worker process stopped",
+              file=sys.stderr)
+        return 130
     print(f"\n{len(done.runs)} runs, {sum(len(v) for v in ran.values())} steps on Celery workers, "
           f"{time.perf_counter() - start:.0f} s:")
     for worker, steps in sorted(ran.items()):

@@ -26,8 +26,10 @@ import multiprocessing
 import os
 import sys
 import time
+import uuid
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
@@ -41,6 +43,9 @@ from agedistill_dag.definitions import build_definitions, graph_jobs
 from agedistill_dag.partitions import lfwc_key, lfwc_partitions
 from agedistill_dag.profile import Profile
 
+
+# Tag on every run of one materialize_all call.
+LAUNCH_TAG = "agedistill/launch"
 
 # Dagster's console logger prints every engine event at DEBUG; keep INFO and up.
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -205,6 +210,7 @@ def materialize_all(profile: str | None = None, params: str | None = None,
     params_path = str(find_params(p.params))       # absolute: the same file wherever the job is rebuilt
     config = {**QUIET, **(run_config or {})}
     only = set(assets) if assets is not None else None
+    launch = {LAUNCH_TAG: uuid.uuid4().hex}       # marks this call's runs (to cancel them when interrupted)
     done = Materialized(instance)
     pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
             if jobs > 1 else None)
@@ -216,7 +222,7 @@ def materialize_all(profile: str | None = None, params: str | None = None,
                 if not names:
                     continue
                 for key in wanted_partitions(p, stage, archs):
-                    tags = {} if key is None else dict(stage.partitions_def.get_tags_for_partition_key(str(key)))
+                    tags = {**launch, **({} if key is None else stage.partitions_def.get_tags_for_partition_key(str(key)))}
                     label = f"{p.prefix}/{'+'.join(names)}" + ("" if key is None else f"[{key}]")
                     todo.append((label, (p.name, params_path, executor, stage.job),
                                  [p.key(a).to_user_string() for a in names], tags))
@@ -240,10 +246,29 @@ def materialize_all(profile: str | None = None, params: str | None = None,
             if failed:
                 raise ConfigError("; ".join(f"{o.label} failed (run {o.run_id}): {o.error}" for o in failed))
             log(f"  {len(outcomes)} run(s) in {seconds:.1f} s")
+    except BaseException:          # Ctrl-C, SIGTERM (as SystemExit), a failed wave
+        if pool is not None:       # runs in flight in the pool: stop their processes now (SIGKILL:
+            procs = list(getattr(pool, "_processes", {}).values())       # Dagster's run loop outlives SIGTERM)
+            for proc in procs:
+                proc.kill()
+            for proc in procs:
+                proc.join(10)
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
+        _cancel_unfinished(instance, launch)
+        raise
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return done
+
+
+def _cancel_unfinished(instance: dg.DagsterInstance, launch: dict) -> None:
+    """Mark this call's runs that never finished (their process was stopped) as canceled."""
+    unfinished = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
+                  dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    for run in instance.get_runs(filters=dg.RunsFilter(tags=launch, statuses=unfinished)):
+        instance.report_run_canceled(run, message="interrupted: agedistill_dag.materialize was stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,6 +294,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = Profile.load(args.profile, args.params).settings
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: unfinished runs marked canceled; every finished stage is kept", file=sys.stderr)
+        return 130
+    except BrokenProcessPool:
+        print("error: a run's process died (killed, or out of memory); its unfinished runs are marked canceled "
+              "and every finished partition is kept: run the same command again to finish", file=sys.stderr)
         return 2
     bench = settings.benchmarks_dir / "benchmark.md"
     if bench.is_file():

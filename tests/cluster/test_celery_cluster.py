@@ -1,6 +1,13 @@
 """Redis and two dagster-celery workers on loopback materialise a small graph (manifest, crops and
 labels of three shards, the label table, one LFW+C partition); steps run on both workers, and no
-Redis or worker process is left once the cluster stops, also when a run fails."""
+Redis or worker process is left once the cluster stops, also when a run fails or on Ctrl-C."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -86,3 +93,52 @@ def test_failed_run_still_stops_everything(tmp_path, monkeypatch, capsys):
                                 run_config=cluster.run_config(), log=lambda _: None)
     assert cluster.alive() == []
     assert all(group_members(pid) == [] for pid in pids)      # no live process in any group we started
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            stat = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()
+            if text in cmdline.read_bytes().decode(errors="replace") and stat[0] != "Z":
+                found.append(int(cmdline.parent.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+def test_ctrl_c_stops_redis_workers_and_runs(tmp_path):
+    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) while runs are on the
+    workers: `python -m agedistill_dag.cluster` exits 130, no Redis, worker or run process is left,
+    and no run stays unfinished in the instance (the interrupted ones are marked canceled)."""
+    _redis_or_skip()
+    params = _params(tmp_path)
+    home, logs = tmp_path / "dagster_home", tmp_path / "logs"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "agedistill_dag.cluster", "--profile", "small", "--params",
+                             str(params), "--logdir", str(logs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True, text=True)
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("materialising small/face_crops"):     # shard runs submitted to the workers
+                break
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, "".join(out) + rest
+    assert "interrupted: unfinished runs marked canceled; every Redis and worker process stopped" in rest
+    deadline = time.monotonic() + 10                          # multiprocessing's resource tracker exits
+    while group_members(proc.pid) and time.monotonic() < deadline:   # when it sees its parent gone
+        time.sleep(0.2)
+    assert group_members(proc.pid) == []                     # the command's own group: pool processes too
+    assert _processes_mentioning(str(logs)) == []            # redis-server (--dir) and workers (-y) are gone
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        statuses = {r.status for r in instance.get_runs()}
+    assert statuses <= {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE}
+    assert dg.DagsterRunStatus.SUCCESS in statuses                # the manifest run finished before
