@@ -218,6 +218,7 @@ class Stage:
     code: tuple[str, ...] = ()        # source paths whose change re-runs it (dvc.yaml deps)
     outs: tuple[Output, ...] = ()
     options: tuple[Option, ...] = ()
+    accelerated: bool = False         # worth a GPU: a scheduler sends it to GPU workers (Celery queue `gpu`)
 
 
 STAGES: tuple[Stage, ...] = (
@@ -258,7 +259,7 @@ STAGES: tuple[Stage, ...] = (
           needs=("vmage",), settings=("students", "faces", "seed"),
           code=("agedistill_core/students",),
           outs=(Output("students", persist=True),),    # last.pt lets a killed run resume
-          options=(Option("--arch", "archs", "only this architecture (repeatable)"),)),
+          options=(Option("--arch", "archs", "only this architecture (repeatable)"),), accelerated=True),
     Stage("evaluate", "benchmark_tables", "benchmarks", run_evaluate,
           "write the benchmark tables (and robustness, where lfwc exists)",
           needs=("vmage", "lfwc", "train"), settings=("evaluate", "corruptions"),

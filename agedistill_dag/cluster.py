@@ -37,7 +37,7 @@ from pathlib import Path
 import dagster as dg
 
 from agedistill_core.errors import AgedistillError, ConfigError
-from agedistill_dag.definitions import GPU_QUEUE
+from agedistill_dag.profile import GPU_QUEUE
 
 DEFAULT_QUEUE = "dagster"          # dagster-celery's default task queue
 WORKER_KEY = "Celery worker"       # the engine event metadata entry naming the worker that ran a step

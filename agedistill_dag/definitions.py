@@ -8,16 +8,16 @@ Every asset key is ``<profile>/<asset>`` and the shard partitions are ``shards_<
 Executor: multiprocess by default; ``AGEDISTILL_EXECUTOR=in_process`` for debugging,
 ``AGEDISTILL_EXECUTOR=celery`` for Celery workers (``agedistill_dag.cluster``, docs/DEPLOY.md).
 The assets do not change between executors: each partition is an independent unit of work
-that reads and writes its own files under the profile's workdir.  Student training carries
-the op tag ``dagster-celery/queue: gpu``, so under Celery only workers that consume the
-``gpu`` queue train; every other step goes to the default queue ``dagster``.
+that reads and writes its own files under the profile's workdir.  Student training (the stage
+table marks it accelerated) carries the op tag ``dagster-celery/queue: gpu``, so under Celery
+only workers that consume the ``gpu`` queue train; every other step goes to the default queue
+``dagster``.
 """
 from __future__ import annotations
 
 import os
 
 import dagster as dg
-from dagster._core.definitions.op_definition import OpDefinition
 
 from agedistill_core.errors import ConfigError
 from agedistill_dag.assets import benchmarks, corruptions, data, students, teacher
@@ -28,11 +28,6 @@ from agedistill_dag.sensors import corpus_sensors
 
 EXECUTORS = ("multiprocess", "in_process", "celery")
 EXECUTOR_ENV = "AGEDISTILL_EXECUTOR"
-
-# dagster-celery's routing tag: a step goes to the Celery queue it names (default queue: "dagster").
-QUEUE_TAG = "dagster-celery/queue"
-GPU_QUEUE = "gpu"
-GPU_ASSETS = ("student_checkpoints",)
 
 # `make demo` and `make cluster-demo` run the graph through one job per partitioning (an asset job's
 # assets must share one): materialize_unpartitioned, materialize_face_crops (crops and labels of a
@@ -69,28 +64,10 @@ def executor_def(name: str | None = None) -> dg.ExecutorDefinition:
     raise ConfigError(f"{EXECUTOR_ENV}={name!r}; choose one of {', '.join(EXECUTORS)}")
 
 
-def with_op_tags(asset: dg.AssetsDefinition, tags: dict[str, str]) -> dg.AssetsDefinition:
-    """``asset`` with ``tags`` added to its op's tags (tags it already has win).
-
-    Dagster has no public way to add op tags to a built asset; this rebuilds the op with the
-    same compute function and the asset around it."""
-    op = asset.op
-    if all(k in op.tags for k in tags):
-        return asset
-    tagged = OpDefinition.dagster_internal_init(
-        name=op.name, ins={d.name: dg.In.from_definition(d) for d in op.input_defs},
-        outs={d.name: dg.Out.from_definition(d) for d in op.output_defs}, compute_fn=op.compute_fn,
-        config_schema=op.config_schema, description=op.description, tags={**tags, **op.tags},
-        required_resource_keys=op.required_resource_keys, code_version=op._version, retry_policy=op.retry_policy,
-        version=None, pool=op.pool)
-    return dg.AssetsDefinition.dagster_internal_init(**{**asset.get_attributes_dict(), "node_def": tagged})
-
-
 def profile_assets(p: Profile) -> list[dg.AssetsDefinition]:
-    """Every asset of profile ``p``, upstream first; training routed to the ``gpu`` Celery queue."""
-    assets = [*data.assets(p), *teacher.assets(p), *corruptions.assets(p), *students.assets(p), *benchmarks.assets(p)]
-    gpu = {p.key(name) for name in GPU_ASSETS}
-    return [with_op_tags(a, {QUEUE_TAG: GPU_QUEUE}) if set(a.keys) & gpu else a for a in assets]
+    """Every asset of profile ``p``, upstream first (training carries the ``gpu`` Celery queue tag:
+    the stage table marks it accelerated)."""
+    return [*data.assets(p), *teacher.assets(p), *corruptions.assets(p), *students.assets(p), *benchmarks.assets(p)]
 
 
 def build_definitions(profile: str | Profile | None = None, params: str | None = None,

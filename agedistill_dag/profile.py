@@ -23,6 +23,11 @@ from agedistill_dag.partitions import STUDENT_ARCHS, lfwc_partitions
 from agedistill_dag.resources import AgedistillConfig
 
 
+# dagster-celery's routing tag: a step goes to the Celery queue it names (default queue: "dagster").
+QUEUE_TAG = "dagster-celery/queue"
+GPU_QUEUE = "gpu"
+
+
 @dataclass(frozen=True)
 class Profile:
     settings: Settings           # as loaded when the definitions were built
@@ -70,11 +75,13 @@ class Profile:
 
     def asset_args(self, stage_name: str, description: str) -> dict:
         """``@dg.asset`` arguments of a stage's asset, from the stage table
-        (``agedistill_core.pipeline.STAGES``): key, group, partitions, upstream assets, code version."""
+        (``agedistill_core.pipeline.STAGES``): key, group, partitions, upstream assets, code version,
+        and for an accelerated stage (training) the Celery queue of GPU workers."""
         st = stage(stage_name)
         return dict(key=self.key(st.asset), group_name=st.group, partitions_def=self.partitions(stage_name),
                     deps=[self.key(STAGE[need].asset) for need in st.needs],
-                    code_version=self.code_version(stage_name), description=description)
+                    code_version=self.code_version(stage_name), description=description,
+                    op_tags={QUEUE_TAG: GPU_QUEUE} if st.accelerated else None)
 
     def config(self) -> AgedistillConfig:
         return AgedistillConfig(profile=self.name, params=self.params)

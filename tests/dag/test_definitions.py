@@ -129,7 +129,8 @@ def test_sensors_request_manifest_refresh_and_missing_shards(tmp_path):
 def test_graph_jobs_stage_order_and_gpu_queue():
     """`make demo`'s stages come from the graph (upstream first, crops+labels per shard together),
     each through the job of its partitioning; only student training goes to the `gpu` Celery queue."""
-    from agedistill_dag.definitions import GPU_QUEUE, QUEUE_TAG, graph_jobs
+    from agedistill_dag.definitions import graph_jobs
+    from agedistill_dag.profile import GPU_QUEUE, QUEUE_TAG
     from agedistill_dag.materialize import stage_waves, wanted_partitions
 
     p = Profile.load("demo")
