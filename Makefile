@@ -33,15 +33,23 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 cluster-demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m agedistill_dag.cluster --profile demo --logdir $(CURDIR)/logs/cluster-demo
 
-test: install
+test: install $(MOTO)
 	$(BIN)/python -m pytest -q
+
+# moto's S3 server for the DVC S3 round-trip test, in its own venv (next to dvc[s3], pip backtracks
+# for minutes).  Best effort: without it that one test is skipped with the reason.
+MOTO := .venv-moto/bin/moto_server
+$(MOTO):
+	-$(PYTHON) -m venv .venv-moto && .venv-moto/bin/python -m pip install --quiet "moto[server]==5.2.5"
 
 # The Dagster web UI on the same instance `make demo` wrote to.
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
 
-# The same stages through DVC (profile: `dvc.profile` in params.yaml).
+# The same stages through DVC (profile: `dvc.profile` in params.yaml); dvc.yaml is rewritten from
+# the stage table first, so a changed dvc.profile or params.yaml layout is picked up.
 repro: install
+	$(BIN)/agedistill dvc-yaml
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 clean-demo:
