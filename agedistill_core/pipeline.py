@@ -279,9 +279,9 @@ def stage(name: str) -> Stage:
     return STAGE[name]
 
 
-def stage_keys(settings: Settings, name: str) -> list:
+def stage_keys(settings: Settings, name: str, archs: list[str] | None = None) -> list:
     """The partition keys of a stage for this profile: shard ids, (corruption, severity) pairs,
-    student run names; ``[None]`` for an unpartitioned stage."""
+    student run names (of ``archs``, default the profile's); ``[None]`` for an unpartitioned stage."""
     kind = stage(name).partitions
     if kind is None:
         return [None]
@@ -289,7 +289,7 @@ def stage_keys(settings: Settings, name: str) -> list:
         return manifest_shards(settings)
     if kind == "lfwc":
         return selected(settings) if settings.corruptions.enabled else []
-    return [run_name(settings, arch) for arch in settings.students.archs]
+    return [run_name(settings, arch) for arch in (archs or settings.students.archs)]
 
 
 def run_all(settings: Settings, log: Log = print) -> str:

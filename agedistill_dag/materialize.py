@@ -37,7 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 import dagster as dg
 
 from agedistill_core.errors import AgedistillError, ConfigError
-from agedistill_core.pipeline import manifest_shards, selected
+from agedistill_core.pipeline import STAGES, stage_keys
 from agedistill_core.settings import find_params
 from agedistill_dag.definitions import build_definitions, graph_jobs
 from agedistill_dag.partitions import lfwc_key, lfwc_partitions
@@ -109,22 +109,15 @@ def stage_waves(p: Profile, defs: dg.Definitions) -> list[list[Stage]]:
     return waves
 
 
-def wanted_partitions(p: Profile, stage: Stage, archs: Iterable[str] | None = None) -> list[str | None]:
-    """The partitions of ``stage`` this profile asks for: the current manifest's shards, the
-    selected LFW+C corruptions x severities, the run of each configured student; ``[None]``
-    for an unpartitioned stage."""
-    s = p.settings
-    pdef = stage.partitions_def
-    if pdef is None:
-        return [None]
-    if pdef is p.shards:
-        return list(manifest_shards(s))
-    if pdef is lfwc_partitions:
-        return [lfwc_key(name, sev) for name, sev in selected(s)] if s.corruptions.enabled else []
-    if pdef is p.students:
-        run_of = {arch: run for run, arch in p.runs.items()}
-        return [run_of[a] for a in (archs or s.students.archs)]
-    return list(pdef.get_partition_keys())
+STAGE_OF_ASSET = {st.asset: st.name for st in STAGES}
+
+
+def wanted_partitions(p: Profile, stage: Stage, archs: Iterable[str] | None = None) -> list:
+    """The partitions of ``stage`` this profile asks for (``agedistill_core.pipeline.stage_keys``:
+    the current manifest's shards, the selected LFW+C corruptions x severities, the run of each
+    configured student); ``[None]`` for an unpartitioned stage."""
+    keys = stage_keys(p.settings, STAGE_OF_ASSET[stage.assets[0]], list(archs) if archs else None)
+    return [lfwc_key(*k) for k in keys] if stage.partitions_def is lfwc_partitions else keys
 
 
 @dataclass
