@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictFloat,
-                      StrictInt, StrictStr, TypeAdapter, ValidationError)
+                      StrictInt, StrictStr, TypeAdapter, ValidationError, create_model)
 
 from agedistill_core.errors import ConfigError
 
@@ -349,34 +349,23 @@ class Settings:
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-SECTIONS = {
-    "dataset": DatasetSettings,
-    "split": SplitSettings,
-    "faces": FaceSettings,
-    "teacher": TeacherSettings,
-    "students": StudentSettings,
-    "evaluate": EvalSettings,
-    "corruptions": CorruptionSettings,
-}
+# The sections, as Settings declares them (name -> dataclass, in order).
+SECTIONS = {name: cls for name, cls in typing.get_type_hints(Settings).items()
+            if isinstance(cls, type) and hasattr(cls, "__dataclass_fields__")}
 TOP_LEVEL = {"workdir", "seed", "shard_size"}
 # What a data set (``datasets.<name>``) and a recipe (``recipes.<name>``) may hold.
 DATASET_KEYS = ("dataset", "split", "faces", "shard_size", "workdir")
 RECIPE_KEYS = ("students", "evaluate", "corruptions")
 
 
-class _Merged(BaseModel):
-    """One profile, merged: every section plus the top-level keys."""
-    model_config = FORBID
-    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
-    split: SplitSettings = Field(default_factory=SplitSettings)
-    faces: FaceSettings = Field(default_factory=FaceSettings)
-    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
-    students: StudentSettings = Field(default_factory=StudentSettings)
-    evaluate: EvalSettings = Field(default_factory=EvalSettings)
-    corruptions: CorruptionSettings = Field(default_factory=CorruptionSettings)
-    workdir: Optional[Text] = None     # default data/<profile>
-    seed: NonNegative = 0
-    shard_size: Count = 2000           # faces per shard
+# One profile, merged: every section (from SECTIONS) plus the top-level keys.
+_Merged = create_model(
+    "_Merged", __config__=FORBID,
+    **{name: (cls, Field(default_factory=cls)) for name, cls in SECTIONS.items()},
+    workdir=(Optional[Text], None),    # default data/<profile>
+    seed=(NonNegative, 0),
+    shard_size=(Count, 2000),          # faces per shard
+)
 
 
 def _jsonable(obj: Any) -> Any:
