@@ -230,6 +230,8 @@ class StudentSettings:
     lr: Optional[Annotated[Number, Field(gt=0)]] = None  # None: the architecture's SPEC learning rate
     lr_step_epochs: Count = 20
     lr_gamma: Annotated[Number, Field(gt=0)] = 0.2
+    lr_schedule: Literal["step", "cosine"] = "step"  # step: x lr_gamma every lr_step_epochs (SPEC) | cosine to 0
+    input_size: Optional[Annotated[Whole, Field(ge=32, le=512)]] = None  # None: the architecture's SPEC input size
     momentum: Annotated[Number, Field(ge=0, lt=1)] = 0.0
     weight_decay: Annotated[Number, Field(ge=0)] = 0.0
     batch_size: Optional[Count] = None  # None: the architecture's SPEC batch size

@@ -87,7 +87,10 @@ def make_optimizer(model: torch.nn.Module, settings: Settings, arch: str):
     cfg = settings.students
     lr = cfg.lr if cfg.lr is not None else STUDENTS.get(arch).lr
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
+    if cfg.lr_schedule == "cosine":  # per epoch, from lr down to 0 at the last epoch
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    else:
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
     return optimizer, scheduler
 
 
@@ -150,13 +153,14 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     lr = optimizer.param_groups[0]["lr"]
     aug = AugmentConfig(enabled=cfg.augment)
     threads = torch.get_num_threads()
-    train_ds = FaceDataset(train, spec.input_size, settings.faces.margin, aug, seed,
+    input_size = cfg.input_size or spec.input_size
+    train_ds = FaceDataset(train, input_size, settings.faces.margin, aug, seed,
                            threads=threads, channels_last=cfg.channels_last)
-    val_ds = FaceDataset(val, spec.input_size, settings.faces.margin, AugmentConfig(enabled=False),
+    val_ds = FaceDataset(val, input_size, settings.faces.margin, AugmentConfig(enabled=False),
                          threads=threads, channels_last=cfg.channels_last)
     weights_all = face_weights(cfg, train)
 
-    config = {"arch": arch, "timm": spec.timm_name, "input_size": spec.input_size, "lr": lr,
+    config = {"arch": arch, "timm": spec.timm_name, "input_size": input_size, "lr": lr,
               "batch_size": batch_size, "n_outputs": loss_fn.n_outputs, "students": asdict(cfg),
               "profile": settings.profile, "seed": seed,
               "data": {"train": train.fingerprint(), "val": val.fingerprint(),

@@ -17,35 +17,37 @@ PARAMS = REPO / "params.yaml"
 KEYS = [*SECTIONS, *sorted(TOP_LEVEL)]
 HASHED = [*SECTIONS, *sorted(TOP_LEVEL - {"workdir"})]
 
-# Every profile's settings hash and workdir as they were before params.yaml was split into data
-# sets and recipes (captured from the previous settings code and file).  Run names, stage versions
+# Every profile's settings hash and workdir (last changed on purpose when students.lr_schedule and
+# students.input_size were added, and the corpus' UTKFace sources moved to predict's 5-point framing).  Run names, stage versions
 # and Dagster's data versions derive from these: a change makes that profile's existing results
 # stale.  If you change a profile on purpose, update its line.
 EXPECTED = {
-    "corpus": ("9ef63c8d546f", "data/corpus"),
-    "corpus_band": ("2c16270ab551", "data/corpus"),
-    "corpus_big": ("35fce806af06", "data/corpus"),
-    "corpus_ft": ("233ae2c77a35", "data/corpus"),
-    "corpus_ft_s1": ("443decfc68ae", "data/corpus"),
-    "corpus_gt": ("37aa4cf9621e", "data/corpus"),
-    "corpus_gt_band": ("900911b5850d", "data/corpus"),
-    "corpus_gt_s1": ("7b64fa0ca76d", "data/corpus"),
-    "corpus_large": ("6bad8ae2a381", "data/corpus"),
-    "corpus_s1": ("c1e5d98901ea", "data/corpus"),
-    "demo": ("87c9453444e9", "data/demo"),
-    "fairface": ("62f37dc569cc", "data/fairface"),
-    "folder": ("8fd92eb753a9", "data/folder"),
-    "utkface": ("215e535cfe9c", "data/utkface"),
-    "utkface_large_short": ("5a9365c1ebe8", "data/utkface"),
-    "utkface_long": ("93603494e09a", "data/utkface"),
-    "utkface_long_gt": ("80215010e635", "data/utkface"),
-    "utkface_quick": ("76f80d588a32", "data/utkface_quick"),
-    "utkface_robust": ("26276b2b03e0", "data/utkface"),
-    "utkface_short": ("bf35f4b2379e", "data/utkface"),
-    "utkface_short_gt": ("37e9809aa7e4", "data/utkface"),
-    "utkface_short_gt10": ("66615362368a", "data/utkface"),
-    "utkface_short_gt10_ft": ("1aa71fb671cd", "data/utkface"),
-    "utkface_short_gt10_steps": ("afb015d2d7df", "data/utkface"),
+    "corpus": ("9a3f763651a7", "data/corpus"),
+    "corpus_band": ("7916b322a565", "data/corpus"),
+    "corpus_big": ("5effca97218b", "data/corpus"),
+    "corpus_ft": ("725c2f95e630", "data/corpus"),
+    "corpus_ft_s1": ("3c1d0e12e834", "data/corpus"),
+    "corpus_gt": ("14c1f82f73e7", "data/corpus"),
+    "corpus_gt_band": ("e2a7558f8cd5", "data/corpus"),
+    "corpus_gt_s1": ("75cc0f8905cd", "data/corpus"),
+    "corpus_large": ("6b846d347774", "data/corpus"),
+    "corpus_s1": ("d88d732192fb", "data/corpus"),
+    "corpus_warm128": ("2d02b5eef254", "data/corpus"),
+    "corpus_warm96": ("c3dcbfee47e7", "data/corpus"),
+    "demo": ("e20ef1915a25", "data/demo"),
+    "fairface": ("c4b73e57e695", "data/fairface"),
+    "folder": ("5f4422533950", "data/folder"),
+    "utkface": ("5c0669645f34", "data/utkface"),
+    "utkface_large_short": ("81a35ac34aca", "data/utkface"),
+    "utkface_long": ("fe896c1907f4", "data/utkface"),
+    "utkface_long_gt": ("8548550cf049", "data/utkface"),
+    "utkface_quick": ("e2126a5bb18e", "data/utkface_quick"),
+    "utkface_robust": ("767d0c3a938d", "data/utkface"),
+    "utkface_short": ("1943dd64a8ea", "data/utkface"),
+    "utkface_short_gt": ("57db68e09f27", "data/utkface"),
+    "utkface_short_gt10": ("0e3160597880", "data/utkface"),
+    "utkface_short_gt10_ft": ("28f7b5d426c0", "data/utkface"),
+    "utkface_short_gt10_steps": ("57bf58e9f786", "data/utkface"),
 }
 
 
