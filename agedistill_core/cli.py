@@ -4,20 +4,78 @@
 
 The stage subcommands (manifest ... evaluate) come from ``agedistill_core.pipeline.STAGES``.
 
-Errors a user can fix print as one line (``error: ...``) with exit code 2.
+Errors a user can fix print as one line (``error: ...``) with exit code 2; so do argument
+errors (with the command to get help).  Messages and progress go through ``logging``
+(``agedistill.*``) to stderr; stdout carries results only.  Stage functions are imported
+when a stage runs, so ``--help`` and argument errors load none of the training stack.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+import os
 import sys
 
 from agedistill_core.errors import AgedistillError
-from agedistill_core.settings import load_settings
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: <prog>: <message> (see <prog> --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (so redirections and test capture work)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """``agedistill.*`` loggers to stderr, message only (once per process)."""
+    logger = logging.getLogger("agedistill")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+
+
+def _iou(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (math.isfinite(v) and 0 < v <= 1):
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r} (default 0.3)")
+    return v
+
+
+def _count(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return v
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="agedistill", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="agedistill", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", help="params.yaml profile (default: $AGEDISTILL_PROFILE or default_profile)")
     p.add_argument("--params", help="path to params.yaml (default: ./params.yaml)")
     p.add_argument("--data-root", help="override dataset.root of the profile")
@@ -41,23 +99,40 @@ def _parser() -> argparse.ArgumentParser:
                                     "label stage (teacher) or the students' evaluation (student) does.")
     pp.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER")
     who = pp.add_mutually_exclusive_group()
-    who.add_argument("--checkpoint", help="a student checkpoint (default: the shipped "
-                                          "models/mn3_small_distilled/best.pt)")
+    who.add_argument("--checkpoint", help="a student: model.onnx (with its model.json; onnxruntime) or a torch "
+                                          "checkpoint best.pt (default: the shipped "
+                                          "models/mn3_small_distilled/model.onnx)")
     who.add_argument("--teacher", action="store_true", help="use the profile's teacher instead of a student")
     pp.add_argument("--format", choices=("csv", "json"), default="csv",
                     help="stdout format: csv (header + one row a face) or a JSON array (default csv)")
     pp.add_argument("--annotate", metavar="OUT_DIR", help="also write each photo with boxes and ages here "
                                                           "(<file name>_age.jpg, e.g. face.bmp_age.jpg)")
     pp.add_argument("--detector", help="override faces.detector of the profile (none = photos are crops)")
-    pp.add_argument("--nms-iou", type=float, default=0.3,
-                    help="drop a detection overlapping a more confident face by more than this IoU (default 0.3)")
+    pp.add_argument("--nms-iou", type=_iou, default=0.3,
+                    help="drop a detection overlapping a more confident face by more than this IoU, in (0, 1] "
+                         "(default 0.3)")
+    pp.add_argument("--workers", type=_count, default=0,
+                    help="processes that read, detect and align photos (default 0: all cores)")
+    pp.add_argument("--max-pixels", type=_count, default=None,
+                    help="refuse (status too_large) an image declaring more pixels than this (default: "
+                         "$AGEDISTILL_MAX_PIXELS or 50000000; 0: no cap)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    setup_logging()
     try:
+        from agedistill_core.settings import load_settings
+
         overrides = {"dataset": {"root": args.data_root}} if args.data_root else None
+        if args.command == "predict":  # the profile only when needed (--teacher, a model without framing)
+            try:
+                return _predict(args, lambda: load_settings(args.profile, args.params, overrides))
+            except BrokenPipeError:
+                # the reader went away (`agedistill predict DIR | head -1`): stop quietly
+                _silence_stdout()
+                return 0
         if args.command == "dvc-yaml" and not args.profile:  # dvc.yaml is made for params.yaml's dvc.profile
             from agedistill_core.dvcyaml import dvc_profile
             args.profile = dvc_profile(args.params)
@@ -83,34 +158,39 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "export":
             from agedistill_core.students.export import export_checkpoint
             print(export_checkpoint(args.checkpoint, args.out, arch=args.arch))
-        elif args.command == "predict":
-            _predict(args, settings)
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def _predict(args, settings) -> None:
-    """``agedistill predict``: rows on stdout, every message on stderr."""
-    from agedistill_core.evaluate.predict import (RowWriter, describe_framing, framing_for, load_teacher, predict_photos, resolve_checkpoint)
-    from agedistill_core.students.inference import load_student
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor (tests)
+        pass
 
-    if args.teacher:
-        estimator, config = load_teacher(settings), None
-    else:
-        estimator = load_student(resolve_checkpoint(args.checkpoint))
-        config = estimator.config
-    faces, source = framing_for(settings.faces, config, args.detector)
-    origin = f"profile {settings.profile}" if source == "profile" else "the checkpoint's config"
-    print(f"predict: {estimator.name}; framing from {origin}"
-          f"{' (detector from --detector)' if args.detector else ''}: {describe_framing(faces)}", file=sys.stderr)
-    if faces.detector == "none":
-        print("predict: detector none: each image is taken as a face crop; for photos pass --detector ssd",
-              file=sys.stderr)
+
+def _predict(args, settings) -> int:
+    """``agedistill predict``: rows on stdout, every message on stderr.  ``settings``: a loader
+    of the profile, called only for the teacher or a model that records no framing."""
+    from agedistill_core.evaluate.predict import AgeEstimator, RowWriter, predict_photos
+
+    log = logging.getLogger("agedistill.predict")
+    est = AgeEstimator(args.checkpoint, teacher=args.teacher, settings=settings, detector=args.detector,
+                       nms_iou=args.nms_iou, workers=args.workers, max_pixels=args.max_pixels)
+    origin = (f"profile {est.settings.profile}" if est.framing_source == "profile" else
+              f"the model ({est.model_path.name})")
+    log.info(f"predict: {est.name}; framing from {origin}"
+             f"{' (detector from --detector)' if args.detector else ''}: {est.describe()}")
+    if est.faces.detector == "none":
+        log.info("predict: detector none: each image is taken as a face crop; for photos pass --detector ssd")
     writer = RowWriter(sys.stdout, args.format)
-    predict_photos(args.inputs, estimator, faces, annotate_dir=args.annotate, writer=writer, nms_iou=args.nms_iou)
+    predict_photos(args.inputs, est, annotate_dir=args.annotate, writer=writer)
     writer.close()
+    return 0
 
 
 if __name__ == "__main__":

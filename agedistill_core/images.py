@@ -1,6 +1,15 @@
-"""Image decoding and encoding with errors a long run can record and skip."""
+"""Image decoding and encoding with errors a long run can record and skip.
+
+Decoding is capped: an image that declares more than ``max_pixels`` pixels (default
+``DEFAULT_MAX_PIXELS``, 50 MP; environment ``AGEDISTILL_MAX_PIXELS``; 0 = no cap) is
+refused from its header, before any pixel is decoded (``TooLargeImage``, status
+``too_large``): a 100 KB PNG can declare 30000 x 30000 pixels and take 10 GB to decode.
+"""
 from __future__ import annotations
 
+import io
+import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -8,15 +17,78 @@ import numpy as np
 
 from agedistill_core.errors import UnreadableImage
 
+DEFAULT_MAX_PIXELS = 50_000_000
+MAX_PIXELS_ENV = "AGEDISTILL_MAX_PIXELS"
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Encoded bytes -> uint8 RGB (H, W, 3).  Raises UnreadableImage with a reason."""
+
+class TooLargeImage(UnreadableImage):
+    """An image larger than the decoding cap (recorded as status ``too_large``)."""
+    status = "too_large"
+
+
+def max_pixels_default() -> int:
+    """The decoding cap: ``$AGEDISTILL_MAX_PIXELS`` when set (0 = no cap), else ``DEFAULT_MAX_PIXELS``."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        value = -1
+    if value < 0:
+        from agedistill_core.errors import ConfigError
+        raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r} is not a pixel count; set a whole number "
+                          f"(e.g. {DEFAULT_MAX_PIXELS}; 0 = no cap) or unset it")
+    return value
+
+
+def declared_size(data: bytes) -> tuple[str, int] | None:
+    """(``"WxH"``, pixel count) from the image header without decoding pixels (PIL), or None
+    when PIL does not know the format (OpenCV may still decode it)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DecompressionBombWarning: we apply our own cap
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = int(im.size[0]), int(im.size[1])
+                return f"{w}x{h}", w * h
+    except Image.DecompressionBombError as exc:  # over PIL's own hard limit (179 MP): no size given
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+            return f"{w}x{h}", w * h
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        return "declared size", int(m.group(1)) if m else 2**62
+    except Exception:  # noqa: BLE001 - unknown or broken header: OpenCV decides below
+        return None
+
+
+def _check_pixels(size: str, pixels: int, name: str, max_pixels: int) -> None:
+    if max_pixels and pixels > max_pixels:
+        raise TooLargeImage(
+            f"{name}: {size} = {pixels / 1e6:.0f} MP is more than the {max_pixels / 1e6:g} MP decoding cap "
+            f"(a decompression bomb, or a huge photo); shrink the image, or raise the cap with "
+            f"{MAX_PIXELS_ENV}=<pixels> (predict: --max-pixels)")
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """Encoded bytes -> uint8 RGB (H, W, 3).  Raises UnreadableImage with a reason
+    (``TooLargeImage`` over ``max_pixels``; None = ``max_pixels_default()``, 0 = no cap)."""
     if data is None or len(data) == 0:
         raise UnreadableImage(f"{name}: empty file (0 bytes)")
+    cap = max_pixels_default() if max_pixels is None else int(max_pixels)
+    if cap:
+        declared = declared_size(data)
+        if declared is not None:
+            _check_pixels(*declared, name, cap)
     buf = np.frombuffer(data, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if img is None:
         raise UnreadableImage(f"{name}: not a decodable image ({len(data)} bytes)")
+    if cap:
+        _check_pixels(f"{img.shape[1]}x{img.shape[0]}", img.shape[0] * img.shape[1], name, cap)
     if _truncated_jpeg(data):
         raise UnreadableImage(f"{name}: truncated JPEG (no end-of-image marker)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -61,13 +133,14 @@ def _first_scan(data: bytes) -> int | None:
     return None
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """A file -> uint8 RGB; ``max_pixels`` as in ``decode_image``."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise UnreadableImage(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return decode_image(data, str(path))
+    return decode_image(data, str(path), max_pixels)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:

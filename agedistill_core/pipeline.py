@@ -24,27 +24,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import pyarrow.compute as pc
-
-from agedistill_core.corruptions import corruption_names
-from agedistill_core.corruptions.lfwc import COMPLETE as LFWC_COMPLETE
-from agedistill_core.corruptions.lfwc import base_faces, build_lfwc_partition, complete_parts, partition_dir, selected
-from agedistill_core.datasets import build_manifest
 from agedistill_core.errors import ConfigError, DataError
-from agedistill_core.evaluate.benchmark import run_benchmark
-from agedistill_core.evaluate.robustness import run_robustness
-from agedistill_core.faces.crops import crop_shard
 from agedistill_core.settings import Settings
-from agedistill_core.shards import StageResult, atomic_write_text, read_table, shard_path, table_metadata
-from agedistill_core.students.train import run_dir, run_name, train_student
-from agedistill_core.teacher.label import label_shard
-from agedistill_core.teacher.report import age_group_report
-from agedistill_core.teacher.vmage import build_vmage, check_vmage, manifest_crops, per_source, sources_markdown, summarize
+
+# The stages' own modules (detection, the teacher, torch for training, ...) are imported by the
+# functions below when a stage runs, so that the stage table, the CLI's --help and its argument
+# errors load none of them.
 
 Log = Callable[[str], None]
 
 
 def manifest_shards(settings: Settings) -> list[str]:
+    import pyarrow.compute as pc
+
+    from agedistill_core.shards import read_table
+
     table = read_table(settings.manifest_path, ["shard"])
     return sorted(pc.unique(table["shard"]).to_pylist())
 
@@ -67,7 +61,7 @@ def check_shards(settings: Settings, shards: list[str] | None) -> list[str]:
     return list(dict.fromkeys(shards))
 
 
-def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None, log: Log) -> list[StageResult]:
+def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None, log: Log) -> list:
     """Run a per-shard stage over the given shards (default: all of the manifest's).
 
     A shard that fails with a user error (``DataError``: e.g. its input shard is
@@ -93,16 +87,22 @@ def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None, 
 
 def run_manifest(settings: Settings, log: Log = print):
     """Scan the data set(s) into the manifest: one row per image, with split and sticky shard."""
+    from agedistill_core.datasets import build_manifest
+
     table = build_manifest(settings)
     log(f"manifest: {table.num_rows} images in {len(manifest_shards(settings))} shard(s) -> {settings.manifest_path}")
     return table
 
 
-def run_crops(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list[StageResult]:
+def run_crops(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list:
+    from agedistill_core.faces.crops import crop_shard
+
     return _each_shard(crop_shard, "crops", settings, shards, log)
 
 
-def run_labels(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list[StageResult]:
+def run_labels(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list:
+    from agedistill_core.teacher.label import label_shard
+
     return _each_shard(label_shard, "labels", settings, shards, log)
 
 
@@ -110,6 +110,11 @@ def run_vmage(settings: Settings, log: Log = print, *, strict: bool = True) -> d
     """Build the label table, its summary and checks.  With ``strict`` (the CLI,
     DVC, ``run_all``) a failing check raises a one-line ``DataError`` after the
     table and summary are written (so they can be inspected)."""
+    from agedistill_core.shards import atomic_write_text, read_table
+    from agedistill_core.teacher.report import age_group_report
+    from agedistill_core.teacher.vmage import (build_vmage, check_vmage, manifest_crops, per_source,
+                                               sources_markdown, summarize)
+
     table = build_vmage(settings)
     crops = manifest_crops(settings, ["image_id", "face", "status"])
     summary = summarize(table, crops)
@@ -148,11 +153,14 @@ def vmage_metrics(summary: dict) -> dict:
 
 
 def run_lfwc(settings: Settings, names: list[str] | None = None, severities: list[int] | None = None,
-             log: Log = print) -> list[StageResult]:
+             log: Log = print) -> list:
     """Build the corrupted set's partitions (all that the profile selects, or a subset).
 
     A corruption or severity the profile does not select is a one-line error,
     and so is a base split without faces (checked before any partition is written)."""
+    from agedistill_core.corruptions import corruption_names
+    from agedistill_core.corruptions.lfwc import base_faces, build_lfwc_partition, selected
+
     pairs = selected(settings)
     chosen_names = list(dict.fromkeys(n for n, _ in pairs))
     chosen_sevs = sorted({s for _, s in pairs})
@@ -175,11 +183,16 @@ def run_lfwc(settings: Settings, names: list[str] | None = None, severities: lis
 
 
 def run_students(settings: Settings, archs: list[str] | None = None, log: Log = print) -> list[dict]:
+    from agedistill_core.students.train import train_student
+
     return [train_student(settings, a, log=log) for a in (archs or list(settings.students.archs))]
 
 
 def run_evaluate(settings: Settings, log: Log = print) -> str:
     """The benchmark tables, and robustness where LFW+C partitions exist; returns the benchmark as Markdown."""
+    from agedistill_core.evaluate.benchmark import run_benchmark
+    from agedistill_core.evaluate.robustness import run_robustness
+
     run_benchmark(settings, log=log)
     run_robustness(settings, log=log)
     return (settings.benchmarks_dir / "benchmark.md").read_text()
@@ -219,13 +232,14 @@ class Stage:
     outs: tuple[Output, ...] = ()
     options: tuple[Option, ...] = ()
     accelerated: bool = False         # worth a GPU: a scheduler sends it to GPU workers (Celery queue `gpu`)
+    data_roots: bool = False          # reads the profile's data roots (dvc.yaml deps: each source's root)
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("manifest", "face_manifest", "data", run_manifest,
           "scan the data set into the manifest (sticky shards)",
           settings=("dataset", "split", "seed", "shard_size"),
-          code=("agedistill_core/datasets",),
+          code=("agedistill_core/datasets",), data_roots=True,
           outs=(Output("manifest.parquet", persist=True),)),   # shards are sticky: the old manifest is read back
     Stage("crops", "face_crops", "data", run_crops,
           "detect and crop faces, one shard at a time", partitions="shards",
@@ -288,7 +302,11 @@ def stage_keys(settings: Settings, name: str, archs: list[str] | None = None) ->
     if kind == "shards":
         return manifest_shards(settings)
     if kind == "lfwc":
+        from agedistill_core.corruptions.lfwc import selected
+
         return selected(settings) if settings.corruptions.enabled else []
+    from agedistill_core.students.train import run_name
+
     return [run_name(settings, arch) for arch in (archs or settings.students.archs)]
 
 
@@ -347,11 +365,16 @@ def stage_version(settings: Settings, stage: str, key=None) -> str | None:
         labels = [[sid, stage_version(settings, "label", sid)] for sid in manifest_shards(settings)]
         return _digest(json.dumps([manifest, labels]).encode())
     if stage == "lfwc":
+        from agedistill_core.corruptions.lfwc import COMPLETE as LFWC_COMPLETE
+        from agedistill_core.corruptions.lfwc import complete_parts, partition_dir
+
         name, severity = key
         if complete_parts(settings, name, int(severity)) is None:
             return None
         return _file_digest(partition_dir(settings, name, int(severity)) / LFWC_COMPLETE)
     if stage == "train":
+        from agedistill_core.students.train import run_dir
+
         return _file_digest(run_dir(settings, key) / "best.pt")
     if stage == "evaluate":
         out = settings.benchmarks_dir

@@ -1,39 +1,51 @@
-"""Run a trained student (or the teacher) on face crops and on photos: one inference path.
+"""Age every face of photos with a trained student (or the teacher): one inference path.
 
-* ``load_student(checkpoint) -> LoadedStudent``: ``predict_crops`` / ``predict_jpegs``,
-  the students' evaluation input pipeline (validation path of ``students.data.FaceDataset``).
-* ``load_teacher(settings) -> TeacherEstimator``: the labelling teacher, same interface,
-  the label stage's input pipeline (``labels.label_crops``).
-* ``frame_faces(rgb, faces_settings)``: every face of a photo framed exactly as the
-  crops stage frames the face it keeps (same detector, alignment, margin, crop size,
-  score threshold and whole-image rule, through ``faces.extract_face``); face 0 is
-  the face the crops stage chooses, the others follow after overlap suppression.
-* ``predict_photos(paths, estimator, faces_settings, ...)``: what ``agedistill predict``
-  does: frame every face of each photo (or folder of photos), JPEG round trip at
-  ``faces.jpeg_quality`` as the stored crops have, age, one row per face (CSV or
-  JSON on stdout), optionally an annotated copy (box + age) written atomically.
-  An unreadable file costs one row and the run goes on.
+* ``AgeEstimator``: the one object for inference (``from agedistill import AgeEstimator``).
+  ``AgeEstimator().predict(image_or_path)`` -> one ``FaceRow`` per face (box, score, age,
+  status); ``predict_paths(paths, workers=...)`` streams photos in order, framing them in a
+  process pool and ageing the faces in batches.  ``agedistill predict`` wraps it.
+* The model: the shipped ``models/mn3_small_distilled/model.onnx`` on onnxruntime by default
+  (``students.inference.load_model``: an ``.onnx`` runs on onnxruntime without torch, a
+  ``.pt`` checkpoint through torch), or the profile's teacher (``TeacherEstimator``).
+* The framing: the model's own (its metadata's / checkpoint config's ``faces``: the crops it
+  was trained on), else the profile's (``framing_for``).  ``frame_faces(rgb, faces)``
+  frames every face exactly as the crops stage frames the face it keeps (same detector,
+  alignment, margin, crop size, score threshold and whole-image rule, through
+  ``faces.extract_face``); face 0 is the crops stage's face, the others follow after
+  overlap suppression.  Each crop goes through a JPEG round trip at
+  ``faces.jpeg_quality``, as the stored crops the label stage and the students read.
+* Rows: CSV or JSON on stdout (``RowWriter``), written as photos finish; messages and
+  progress through ``logging`` (``agedistill.predict``) to stderr.  An unreadable file
+  (``unreadable``) or one over the decoding cap (``too_large``) costs one row and the run
+  goes on.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+import logging
+import math
+import multiprocessing
+import os
 import sys
+import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import Iterable, Iterator, TextIO
 
 import cv2
 import numpy as np
 
-from agedistill_core.errors import AgedistillError, CheckpointError, UnreadableImage
+from agedistill_core.errors import AgedistillError, CheckpointError, ConfigError, UnreadableImage
 from agedistill_core.faces import Detection, FaceCrop, extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
-from agedistill_core.images import encode_jpeg, read_image, resize
+from agedistill_core.images import encode_jpeg, max_pixels_default, read_image, resize
 from agedistill_core.settings import FaceSettings
 from agedistill_core.shards import atomic_write_bytes
-from agedistill_core.students.inference import DEFAULT_CHECKPOINT
+from agedistill_core.students.inference import DEFAULT_CHECKPOINT, DEFAULT_ONNX, load_model, metadata_path
+
+log = logging.getLogger("agedistill.predict")
 
 @dataclass
 class TeacherEstimator:
@@ -77,17 +89,32 @@ def load_teacher(settings) -> TeacherEstimator:
 # --- which model, which framing ---------------------------------------------------
 
 def resolve_checkpoint(checkpoint: str | Path | None) -> Path:
-    """``checkpoint`` as given, else the shipped default model (an error naming it when missing)."""
+    """``checkpoint`` as given, else the shipped default model: its ``model.onnx`` when it has
+    metadata (``model.json``), else its ``best.pt`` (an error naming it when neither is there)."""
     if checkpoint:
         return Path(checkpoint)
+    if DEFAULT_ONNX.is_file() and metadata_path(DEFAULT_ONNX).is_file():
+        return DEFAULT_ONNX
     path = DEFAULT_CHECKPOINT
     if not path.is_file():
         raise CheckpointError(
             f"no --checkpoint given and the default model {path} is missing; train a student "
             f"(`agedistill --profile utkface train`) and pass --checkpoint data/utkface/students/mn3_small/best.pt, "
             f"or copy it to {path} (`agedistill export --checkpoint {path} --out {path.with_name('model.onnx')}` "
-            f"writes its ONNX), or use --teacher")
+            f"writes its ONNX and metadata), or use --teacher")
     return path
+
+
+def check_nms_iou(value) -> float:
+    """``nms_iou`` as a float in (0, 1]; ``ConfigError`` otherwise (nan, <= 0, > 1)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (math.isfinite(v) and 0 < v <= 1):
+        raise ConfigError(f"--nms-iou must be a number in (0, 1] (the overlap above which a second box is the "
+                          f"same face), got {value!r}; the default is 0.3")
+    return v
 
 
 def framing_for(profile_faces: FaceSettings, config: dict | None = None,
@@ -178,20 +205,6 @@ def frame_faces(rgb: np.ndarray, cfg: FaceSettings, *, nms_iou: float = 0.3,
     seed = [head] if head is not None else [Detection(first.box, first.score or 0.0)]
     kept = suppress_overlaps(seed + rest, nms_iou)
     return [first] + [frame([d]) for d in kept[1:]]
-
-
-# --- photos ----------------------------------------------------------------------
-
-@dataclass
-class FaceRow:
-    """One output row: a face of a photo, or a photo without a usable face."""
-    path: str
-    face: int | None                 # 0, 1, ... (0 = the crops stage's face); None without a face
-    box: tuple[float, float, float, float] | None
-    score: float | None
-    age: float | None
-    status: str                      # ok | whole_image | no_face | too_small | unreadable
-    reason: str | None = None
 
 
 CSV_COLUMNS = ("path", "face", "x0", "y0", "x1", "y1", "score", "age", "status", "reason")
@@ -308,69 +321,269 @@ class AnnotatedNames:
         return name
 
 
-def predict_photos(
-    inputs: Iterable[str | Path],
-    estimator,
-    faces: FaceSettings,
-    *,
-    annotate_dir: str | Path | None = None,
-    writer: RowWriter | None = None,
-    nms_iou: float = 0.3,
-    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-) -> list[FaceRow]:
-    """Ages of every face in photos and folders of photos; one row per face.
+# --- photos ----------------------------------------------------------------------
 
-    ``estimator``: a ``LoadedStudent`` or ``TeacherEstimator`` (``predict_jpegs``).
-    ``faces``: the framing (a profile's ``faces`` settings, see ``framing_for``).
-    Each face's crop goes through a JPEG round trip at ``faces.jpeg_quality``,
-    as the stored crops the label stage and the students read.  Rows go to
-    ``writer`` as they come (and are returned); messages go to ``log`` (stderr).
+@dataclass
+class FaceRow:
+    """One result row: a face of a photo, or a photo without a usable face."""
+    path: str
+    face: int | None                 # 0, 1, ... (0 = the crops stage's face); None without a face
+    box: tuple[float, float, float, float] | None
+    score: float | None
+    age: float | None
+    status: str                      # ok | whole_image | no_face | too_small | unreadable | too_large
+    reason: str | None = None
+
+
+@dataclass
+class FramedPhoto:
+    """One photo framed: its rows (ages not yet filled) and the JPEG of each face with a crop."""
+    path: str
+    rows: list[FaceRow]
+    jpegs: list[bytes]
+
+
+def frame_photo(image, cfg: FaceSettings, *, nms_iou: float = 0.3, max_pixels: int | None = None,
+                detector=None, aligner=None, name: str | None = None) -> FramedPhoto:
+    """Read (a path) or take (an RGB uint8 array) one photo and frame every face in it."""
+    if isinstance(image, np.ndarray):
+        rgb, path = _check_array(image), name or "<array>"
+    else:
+        path = str(image)
+        try:
+            rgb = read_image(Path(image), max_pixels)
+        except UnreadableImage as exc:
+            return FramedPhoto(path, [FaceRow(path, None, None, None, None, getattr(exc, "status", "unreadable"),
+                                              str(exc))], [])
+    found = frame_faces(rgb, cfg, nms_iou=nms_iou, detector=detector, aligner=aligner)
+    usable = [f for f in found if f.crop is not None]
+    if not usable:
+        fc = found[0]
+        return FramedPhoto(path, [FaceRow(path, None, None, None, None, fc.status, fc.reason)], [])
+    rows = [FaceRow(path, k, tuple(float(v) for v in fc.box), fc.score, None, fc.status, fc.reason)
+            for k, fc in enumerate(usable)]
+    return FramedPhoto(path, rows, [encode_jpeg(f.crop, cfg.jpeg_quality) for f in usable])
+
+
+def _check_array(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ConfigError(f"an image array must be uint8 RGB (H, W, 3), got {image.dtype} {image.shape}; "
+                          f"convert it (e.g. cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)) or pass the file's path")
+    return np.ascontiguousarray(image)
+
+
+# The framing state of a pool worker (set once by _worker_init).
+_WORKER: dict = {}
+
+
+def _worker_init(cfg: FaceSettings, nms_iou: float, max_pixels: int | None) -> None:
+    cv2.setNumThreads(1)  # one photo per process: the pool is the parallelism
+    _WORKER.update(cfg=cfg, nms_iou=nms_iou, max_pixels=max_pixels, detector=_detector(cfg.detector),
+                   aligner=get_aligner(cfg.align, cfg.align_padding))
+
+
+def _worker_frame(path: str) -> FramedPhoto:
+    w = _WORKER
+    return frame_photo(path, w["cfg"], nms_iou=w["nms_iou"], max_pixels=w["max_pixels"],
+                       detector=w["detector"], aligner=w["aligner"])
+
+
+def default_workers() -> int:
+    """All the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Progress:
+    """Photos done, to stderr: a tqdm bar on a terminal, else a log line every ``every`` photos."""
+
+    def __init__(self, total: int, every: int = 200, enabled: bool = True):
+        self.total, self.every, self.n, self.t0 = total, every, 0, time.perf_counter()
+        self.bar = None
+        if enabled and total > 1 and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="photo", file=sys.stderr, leave=False)
+        self.enabled = enabled and total > 1
+
+    def update(self, k: int = 1) -> None:
+        before, self.n = self.n, self.n + k
+        if self.bar is not None:
+            self.bar.update(k)
+        elif self.enabled and self.n // self.every > before // self.every:
+            rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
+            log.info(f"predict: {self.n}/{self.total} photos ({rate:.1f} photos/s)")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class AgeEstimator:
+    """Ages of the faces in photos: the shipped student by default (onnxruntime, no torch).
+
+        from agedistill import AgeEstimator
+        est = AgeEstimator()                       # models/mn3_small_distilled/model.onnx
+        for face in est.predict("photo.jpg"):      # or an RGB uint8 array
+            print(face.box, face.score, face.age, face.status)
+
+    ``model``: a ``.onnx`` (with its metadata) or ``.pt`` student, or None for the shipped
+    model; ``teacher=True`` uses the profile's teacher instead (``settings`` needed, or the
+    default profile of ./params.yaml).  The framing is the model's own (``faces`` of its
+    metadata or checkpoint config: what its training crops were), else ``faces`` /
+    ``settings.faces``; ``detector`` overrides the detector.  ``workers`` (default 1 here,
+    all cores in the CLI) frames photos of ``predict_paths`` in that many processes
+    (spawned: guard a script's entry point with ``if __name__ == "__main__":``).
+    ``max_pixels``: the decoding cap (None: ``$AGEDISTILL_MAX_PIXELS`` or 50 MP; 0: none).
     """
-    det = _detector(faces.detector)  # a bad detector / missing model fails here, once
-    aligner = get_aligner(faces.align, faces.align_padding)
+
+    def __init__(self, model: str | Path | None = None, *, teacher: bool = False, settings=None,
+                 faces: FaceSettings | None = None, detector: str | None = None, nms_iou: float = 0.3,
+                 workers: int | None = 1, max_pixels: int | None = None, batch_size: int = 64,
+                 threads: int = 0):
+        self.nms_iou = check_nms_iou(nms_iou)
+        self.workers = default_workers() if workers in (None, 0) else int(workers)
+        if self.workers < 1:
+            raise ConfigError(f"workers must be 1 or more (0 or None: all cores), got {workers!r}")
+        self.max_pixels = max_pixels_default() if max_pixels is None else int(max_pixels)
+        self.batch_size = int(batch_size)
+        if callable(settings):  # a loader: called only when the profile is needed (teacher, no framing)
+            loader, settings = settings, None
+        else:
+            loader = None
+
+        def profile():
+            nonlocal settings
+            if settings is None:
+                if loader is not None:
+                    settings = loader()
+                else:
+                    from agedistill_core.settings import load_settings
+                    settings = load_settings()
+            return settings
+
+        if teacher:
+            self.model, config, self.model_path = load_teacher(profile()), None, None
+        else:
+            self.model_path = resolve_checkpoint(model)
+            self.model = load_model(self.model_path, threads)
+            config = self.model.config
+        recorded = isinstance((config or {}).get("faces"), dict)
+        base = faces
+        if base is None and settings is not None:
+            base = settings.faces
+        if base is None and not recorded:  # the model does not say how it frames faces: the profile does
+            base = profile().faces
+        self.settings = settings
+        self.faces, self.framing_source = framing_for(base if base is not None else FaceSettings(), config, detector)
+        self._detector = _detector(self.faces.detector)  # a bad detector / missing model fails here, once
+        self._aligner = get_aligner(self.faces.align, self.faces.align_padding)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def describe(self) -> str:
+        return describe_framing(self.faces)
+
+    def frame(self, image, name: str | None = None) -> FramedPhoto:
+        return frame_photo(image, self.faces, nms_iou=self.nms_iou, max_pixels=self.max_pixels,
+                           detector=self._detector, aligner=self._aligner, name=name)
+
+    def age(self, photos: list[FramedPhoto]) -> list[FramedPhoto]:
+        """Fill the ages of framed photos: one batched model call for all their faces."""
+        jpegs = [j for p in photos for j in p.jpegs]
+        ages = iter(self.model.predict_jpegs(jpegs, self.batch_size).tolist() if jpegs else [])
+        for p in photos:
+            if p.jpegs:
+                for row in p.rows:
+                    row.age = float(next(ages))
+        return photos
+
+    def predict(self, image_or_path, name: str | None = None) -> list[FaceRow]:
+        """Every face of one photo (a path, or an RGB uint8 array): a ``FaceRow`` each, or one
+        row with the photo's status (``no_face``, ``unreadable``, ``too_large``, ...)."""
+        return self.age([self.frame(image_or_path, name)])[0].rows
+
+    def predict_paths(self, paths: Iterable[str | Path], workers: int | None = None,
+                      progress: bool = True) -> Iterator[FramedPhoto]:
+        """The photos of ``paths``, in order, each with its rows aged, as they are ready.
+
+        With more than one worker, photos are read, detected and aligned in a process pool
+        (``spawn``) and the faces of the photos ready at the same time are aged in one batch."""
+        paths = [str(p) for p in paths]
+        n = self.workers if workers is None else (default_workers() if workers == 0 else int(workers))
+        n = max(1, min(n, len(paths)))
+        bar = Progress(len(paths), enabled=progress)
+        try:
+            if n == 1:
+                for p in paths:
+                    yield self.age([self.frame(p)])[0]
+                    bar.update()
+                return
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(n, initializer=_worker_init, initargs=(self.faces, self.nms_iou, self.max_pixels)) as pool:
+                it = pool.imap(_worker_frame, paths, chunksize=1)
+                done = 0
+                while done < len(paths):
+                    ready = [it.next()]  # the next photo in order (blocks)
+                    faces = len(ready[0].jpegs)
+                    while done + len(ready) < len(paths) and faces < self.batch_size:
+                        try:
+                            ready.append(it.next(timeout=0))  # and the ones already framed after it
+                        except multiprocessing.TimeoutError:
+                            break
+                        faces += len(ready[-1].jpegs)
+                    for photo in self.age(ready):
+                        yield photo
+                    done += len(ready)
+                    bar.update(len(ready))
+        finally:
+            bar.close()
+
+
+def predict_photos(inputs: Iterable[str | Path], estimator: AgeEstimator, *, annotate_dir: str | Path | None = None,
+                   writer: RowWriter | None = None, workers: int | None = None,
+                   progress: bool = True) -> list[FaceRow]:
+    """What ``agedistill predict`` does: every face of photos and folders of photos, one row a face.
+
+    Rows go to ``writer`` as photos finish (and are returned); messages to the
+    ``agedistill.predict`` logger; annotated copies (box + age) to ``annotate_dir``."""
     names = AnnotatedNames()
-    rows: list[FaceRow] = []
-
-    def emit(row: FaceRow) -> None:
-        rows.append(row)
-        if writer is not None:
-            writer.write(row)
-
+    items: list[tuple[Path, Path | None]] = []
     for item in inputs:
         item = Path(item)
         if item.is_dir():
-            paths, root = expand_inputs([item]), item
-            if not paths:
-                log(f"{item}: no image files in this folder; skipped")
+            found = expand_inputs([item])
+            if not found:
+                log.info(f"{item}: no image files in this folder; skipped")
+            items += [(p, item) for p in found]
         else:
-            paths, root = [item], None
-        for path in paths:
-            try:
-                rgb = read_image(path)
-            except UnreadableImage as exc:
-                emit(FaceRow(str(path), None, None, None, None, "unreadable", str(exc)))
+            items.append((item, None))
+    rows: list[FaceRow] = []
+    for (path, root), photo in zip(items, estimator.predict_paths([p for p, _ in items], workers, progress)):
+        for row in photo.rows:
+            rows.append(row)
+            if writer is not None:
+                writer.write(row)
+        if annotate_dir is not None:
+            out = Path(annotate_dir) / names(path, root)
+            aged = [r for r in photo.rows if r.face is not None]
+            if photo.rows[0].status in ("unreadable", "too_large"):
                 continue
-            found = frame_faces(rgb, faces, nms_iou=nms_iou, detector=det, aligner=aligner)
-            usable = [f for f in found if f.crop is not None]
-            ages = (estimator.predict_jpegs([encode_jpeg(f.crop, faces.jpeg_quality) for f in usable])
-                    if usable else [])
-            if not usable:
-                fc = found[0]
-                emit(FaceRow(str(path), None, None, None, None, fc.status, fc.reason))
-            for k, (fc, age) in enumerate(zip(usable, ages)):
-                emit(FaceRow(str(path), k, tuple(float(v) for v in fc.box), fc.score, float(age), fc.status,
-                             fc.reason))
-            if annotate_dir is not None:
-                out = Path(annotate_dir) / names(path, root)
-                try:
-                    write_image_atomic(annotate(rgb, [f.box for f in usable], [float(a) for a in ages]), out)
-                except (OSError, ValueError) as exc:
-                    raise AgedistillError(f"cannot write the annotated copy {out} ({exc})") from None
+            try:
+                rgb = read_image(path, estimator.max_pixels)
+            except UnreadableImage:  # replaced or removed since it was framed
+                continue
+            try:
+                write_image_atomic(annotate(rgb, [r.box for r in aged], [r.age for r in aged]), out)
+            except (OSError, ValueError) as exc:
+                raise AgedistillError(f"cannot write the annotated copy {out} ({exc})") from None
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
-    n_photos = len({r.path for r in rows})
-    log(f"predict: {n_photos} photo(s), {sum(r.face is not None for r in rows)} face(s) "
-        f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'nothing'}) with {estimator.name}"
-        + (f"; annotated copies in {annotate_dir}" if annotate_dir is not None else ""))
+    log.info(f"predict: {len(items)} photo(s), {sum(r.face is not None for r in rows)} face(s) "
+             f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'nothing'}) with {estimator.name}"
+             + (f"; annotated copies in {annotate_dir}" if annotate_dir is not None else ""))
     return rows

@@ -1,7 +1,8 @@
 """Stage 1: source images -> face crop shards (one row per image's chosen face).
 
 Every image yields a row: ``ok`` (a detected face), ``whole_image`` (no face
-found, image used as its own box), ``no_face``, ``unreadable``, ``too_small``
+found, image used as its own box), ``no_face``, ``unreadable``, ``too_large`` (more
+pixels than the decoding cap, ``images.DEFAULT_MAX_PIXELS``: refused from its header), ``too_small``
 (the face box, detected or the whole image, is under ``faces.min_face``
 pixels) or ``duplicate`` (a byte-identical copy of another manifest image,
 ``duplicate_of``: labelled once, under the first copy), each with the reason.
@@ -21,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from agedistill_core.datasets.base import real_path, utf8_text
+from agedistill_core.datasets.base import images_fingerprint, real_path, unchanged_since, utf8_text
 from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.faces import extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
@@ -41,7 +42,7 @@ CROPS_SCHEMA = pa.schema([
     ("reason", pa.string()),
 ])
 USABLE = ("ok", "whole_image")  # statuses that have a crop
-# the other statuses: no_face, unreadable, too_small, duplicate (no crop, a reason)
+# the other statuses: no_face, unreadable, too_large, too_small, duplicate (no crop, a reason)
 MIN_FACE = 24  # default of faces.min_face: a smaller face box (pixels, shorter side) is too_small
 
 
@@ -73,7 +74,8 @@ def _crop_one(path: Path, image_id: str, cfg: FaceSettings, duplicate_of: str | 
     aligner = get_aligner(cfg.align, cfg.align_padding)
     try:
         rgb = read_image(path)
-    except UnreadableImage as exc:
+    except UnreadableImage as exc:  # too_large (over the decoding cap, images.TooLargeImage) or unreadable
+        row["status"] = getattr(exc, "status", "unreadable")
         row["reason"] = utf8_text(str(exc))  # a non-UTF-8 file name is shown with \xNN escapes
         return row
     fc = extract_face(rgb, detector, size=cfg.crop_size, margin=cfg.margin,
@@ -104,12 +106,13 @@ def _manifest_shard(settings: Settings, sid: str) -> dict[str, list]:
         names = set(pq.read_schema(settings.manifest_path).names)
     except (pa.ArrowInvalid, OSError):
         names = set()  # missing or unreadable: read_table below says so, with the fix
-    optional = [c for c in ("path_bytes", "duplicate_of") if c in names]
+    optional = [c for c in ("path_bytes", "duplicate_of", "sha1") if c in names]
     manifest = read_table(settings.manifest_path, ["image_id", "dataset", "path", "shard", *optional])
     manifest = manifest.filter(pc.equal(manifest["shard"], sid))
     cols = {c: manifest[c].to_pylist() for c in ("image_id", "dataset", "path", *optional)}
     for c in ("path_bytes", "duplicate_of"):
         cols.setdefault(c, [None] * manifest.num_rows)
+    cols.setdefault("sha1", None)  # None: a manifest written before content hashes
     return cols
 
 
@@ -134,12 +137,15 @@ def crop_shard(settings: Settings, sid: str, *, force: bool = False,
         # copy deleted, a copy added), the shard and its labels are made again
         pairs = json.dumps(sorted((i, d) for i, d in zip(ids, dupes) if d is not None))
         version += "+dup" + hashlib.sha1(pairs.encode()).hexdigest()[:8]
-    if out.is_file() and not force and table_metadata(out).get("version") == version:
-        table = read_table(out, ["status"])
-        return StageResult(out, table.num_rows, status_counts(table), skipped=True)
+    # content changes are changes: the shard's (image_id, sha1) pairs are part of its version
+    images = images_fingerprint(ids, manifest["sha1"])
+    legacy, version = version, version if images is None else f"{version}+img{images[:8]}"
     sources = {src.id: src for src in settings.sources}
     rows_src = [_source_of(sources, d, iid) for d, iid in zip(manifest["dataset"], ids)]
     paths = [real_path(src.root, p, raw) for src, p, raw in zip(rows_src, manifest["path"], manifest["path_bytes"])]
+    if out.is_file() and not force and _up_to_date(out, version, legacy, images, paths):
+        table = read_table(out, ["status"])
+        return StageResult(out, table.num_rows, status_counts(table), skipped=True)
     cfgs = [src.faces for src in rows_src]
     for cfg in {src.id: src.faces for src in rows_src}.values():
         _detector(cfg)  # a bad detector / missing model file fails here, once, with its message
@@ -159,5 +165,24 @@ def crop_shard(settings: Settings, sid: str, *, force: bool = False,
             if progress:
                 progress(i + 1, len(ids))
     table = pa.Table.from_pylist(rows, schema=CROPS_SCHEMA)
-    write_table(table, out, {"version": version, "shard": sid})
+    write_table(table, out, {"version": version, "shard": sid, **({"images": images} if images else {})})
     return StageResult(out, table.num_rows, status_counts(table))
+
+
+def _up_to_date(out: Path, version: str, legacy: str, images: str | None, paths: list[Path]) -> bool:
+    """Whether shard file ``out`` holds these settings' crops of these images.
+
+    A shard written before content hashes (version ``legacy``, no ``images``) is adopted
+    once when none of its images changed after it was written (``unchanged_since``: ctime
+    and mtime older than the file): its ``images`` are recorded and its version kept, so
+    its labels stay valid; from then on a replaced image changes the version."""
+    meta = table_metadata(out)
+    if meta.get("version") == version or (meta.get("version") == legacy and images is not None
+                                          and meta.get("images") == images):
+        return True
+    if meta.get("version") != legacy or images is None or "images" in meta:
+        return False
+    if not unchanged_since(paths, out.stat().st_mtime_ns):
+        return False
+    write_table(read_table(out), out, {**meta, "images": images})
+    return True

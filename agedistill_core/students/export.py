@@ -5,16 +5,24 @@ needs ``onnxscript``, which is not a dependency.  Input ``input`` is
 ``(batch, 3, size, size)`` float32, mean-subtracted (see ``augment.to_tensor``);
 output ``output`` is the raw head (``(batch, n_outputs)``); the batch axis is
 dynamic.  Weights are stored inside the .onnx file.
+
+``write_model_metadata(onnx_path, config)`` writes what inference needs beside the
+network (``model.json`` next to ``model.onnx``, and the same JSON in the ONNX file's
+``agedistill`` metadata property): the input size and mean, how the head becomes an
+age, and the framing (``faces``) of the crops the student was trained on.
+``students.inference.load_onnx_student`` reads it without torch.  ``export_checkpoint``
+(``agedistill export``, and ``ship``) writes it with every export.
 """
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from agedistill_core.shards import atomic_path
+from agedistill_core.shards import atomic_path, atomic_write_text
 from agedistill_core.students.checkpoint import unwrap_model
 
 INPUT_NAME = "input"
@@ -79,6 +87,58 @@ def onnx_parity(model: torch.nn.Module, onnx_path, input_size: int, n: int = 4, 
     return float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64))))
 
 
+# framing keys that do not change a crop (how many processes make them)
+_NOT_FRAMING = ("workers",)
+
+
+def model_metadata(config: dict) -> dict:
+    """The metadata of an exported student, from its checkpoint's ``config``."""
+    from agedistill_core.students.augment import VGGFACE2_MEAN_RGB
+    from agedistill_core.students.inference import METADATA_FORMAT, METADATA_VERSION
+    from agedistill_core.students.losses import make_loss
+
+    loss_name = config.get("students", {}).get("loss", "paper")
+    loss = make_loss(loss_name)
+    if hasattr(loss, "cap"):
+        head = {"name": OUTPUT_NAME, "ages": "clamp", "cap": float(loss.cap)}
+    else:
+        head = {"name": OUTPUT_NAME, "ages": "softmax_expectation", "bins": int(config["n_outputs"])}
+    faces = config.get("faces")
+    if isinstance(faces, dict):
+        faces = {k: v for k, v in faces.items() if k not in _NOT_FRAMING}
+    return {
+        "format": METADATA_FORMAT, "version": METADATA_VERSION,
+        "arch": config.get("arch"), "timm": config.get("timm"), "n_outputs": int(config["n_outputs"]),
+        "loss": loss_name, "profile": config.get("profile"),
+        "input": {"name": INPUT_NAME, "size": int(config["input_size"]), "layout": "NCHW", "channels": "RGB",
+                  "resize": "bilinear", "mean": [float(v) for v in VGGFACE2_MEAN_RGB], "scale": 1.0},
+        "output": head,
+        "faces": faces,
+    }
+
+
+def write_model_metadata(onnx_path, config: dict) -> Path:
+    """Write ``model.json`` beside ``onnx_path`` (and, when the ``onnx`` package is there, the same
+    JSON into the file's ``agedistill`` metadata property); returns the JSON's path."""
+    from agedistill_core.students.inference import METADATA_KEY, metadata_path
+
+    onnx_path = Path(onnx_path)
+    meta = model_metadata(config)
+    text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        model = onnx.load(str(onnx_path))
+        for prop in [p for p in model.metadata_props if p.key == METADATA_KEY]:
+            model.metadata_props.remove(prop)
+        model.metadata_props.add(key=METADATA_KEY, value=text)
+        with atomic_path(onnx_path) as tmp:
+            onnx.save(model, str(tmp))
+    return atomic_write_text(metadata_path(onnx_path), text)
+
+
 def export_checkpoint(checkpoint, out, *, arch: str | None = None, tolerance: float = 1e-3) -> str:
     """``agedistill export``: checkpoint -> ONNX, then the parity check; returns a one-line report.
 
@@ -92,9 +152,11 @@ def export_checkpoint(checkpoint, out, *, arch: str | None = None, tolerance: fl
     if arch is not None and arch != student.arch:
         raise CheckpointError(f"{checkpoint} holds a {student.arch} student, not {arch}; pass --arch {student.arch}")
     path = export_onnx(student.model, out, student.input_size)
+    meta_path = write_model_metadata(path, student.config)
     diff = onnx_parity(student.model, path, student.input_size)
     if not diff <= tolerance:
         raise AgedistillError(f"ONNX export {path}: torch vs onnxruntime differ by {diff:.3g} (> {tolerance}); "
                               "report this with the checkpoint")
     return (f"exported {student.arch} ({checkpoint}) -> {path}: input (batch, 3, {student.input_size}, "
-            f"{student.input_size}) mean-subtracted RGB; parity max |torch - onnxruntime| = {diff:.2e}")
+            f"{student.input_size}) mean-subtracted RGB, metadata {meta_path.name}; "
+            f"parity max |torch - onnxruntime| = {diff:.2e}")

@@ -1,39 +1,222 @@
 """A trained student, loaded for inference: the one path evaluation, ``predict``, export,
 fine-tuning and the ``torch`` teacher member use.
 
-``load_student(checkpoint) -> LoadedStudent``: ``predict_crops`` / ``predict_jpegs``
-give ages through the students' evaluation input pipeline (the validation path of
-``students.data.FaceDataset``: a bilinear resize, channels-last, the VGGFace2 mean).
+Two runtimes, the same ages (within float rounding):
+
+* ``load_student(checkpoint.pt) -> LoadedStudent``: the torch network (timm), through the
+  students' evaluation input pipeline (the validation path of ``students.data.FaceDataset``:
+  a bilinear resize, channels-last, the VGGFace2 mean).
+* ``load_onnx_student(model.onnx) -> OnnxStudent``: the exported network on onnxruntime,
+  with the input recipe (size, mean, how the head becomes an age) and the framing the
+  student was trained on (``faces``) read from the model's metadata (``model.json``
+  beside it, written by ``students.export.write_model_metadata``; or the same JSON in
+  the ONNX file's ``agedistill`` metadata property).  Imports neither torch nor timm.
+* ``load_model(path)``: either, by the file's format (an .onnx file is never unpickled).
+
+This module imports torch only inside the torch path, so ``predict`` with an ONNX
+model starts without the training stack.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from agedistill_core.errors import CheckpointError
 from agedistill_core.images import decode_image
-from agedistill_core.students.augment import AugmentConfig, augment_face, batch_tensor
-from agedistill_core.students.checkpoint import load_checkpoint
-from agedistill_core.students.losses import make_loss
-from agedistill_core.students.zoo import create_student
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The shipped default model (a checkpoint of this project); `agedistill predict` uses it
-# when neither --checkpoint nor --teacher is given.
-DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "mn3_small_distilled" / "best.pt"
+# The shipped default model (a model of this project); `agedistill predict` uses it when
+# neither --checkpoint nor --teacher is given: model.onnx (with model.json) when present,
+# else best.pt through torch.
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "mn3_small_distilled"
+DEFAULT_CHECKPOINT = DEFAULT_MODEL_DIR / "best.pt"
+DEFAULT_ONNX = DEFAULT_MODEL_DIR / "model.onnx"
 
-# The students' evaluation input: the validation path of FaceDataset (augmentation off).
-_EVAL_AUGMENT = AugmentConfig(enabled=False)
+METADATA_FORMAT = "agedistill-onnx-student"
+METADATA_VERSION = 1
+METADATA_KEY = "agedistill"  # the ONNX metadata property holding the same JSON
+
+
+def metadata_path(onnx_path: str | Path) -> Path:
+    """Where a model's metadata lives beside it: ``model.onnx`` -> ``model.json``."""
+    return Path(onnx_path).with_suffix(".json")
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    """An ONNX model by name (``.onnx``) or by its first byte (protobuf field 1, ``ir_version``);
+    a torch checkpoint is a zip (``PK``)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x08 and head != b"PK"
+
+
+def read_model_metadata(onnx_path: str | Path, session=None) -> dict:
+    """The metadata of an exported student (``model.json`` beside it, else the ONNX property).
+
+    Raises ``CheckpointError`` (one line, with the fix) when neither is there or it is not ours.
+    """
+    onnx_path = Path(onnx_path)
+    side = metadata_path(onnx_path)
+    meta, where = None, None
+    if side.is_file():
+        where = str(side)
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"model metadata {side} is not readable JSON ({exc}); rewrite it with "
+                                  f"`agedistill export --checkpoint best.pt --out {onnx_path}`") from None
+    elif session is not None:
+        raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw:
+            where = f"{onnx_path} (metadata property {METADATA_KEY!r})"
+            try:
+                meta = json.loads(raw)
+            except json.JSONDecodeError:
+                meta = None
+    if meta is None:
+        raise CheckpointError(
+            f"{onnx_path} is an ONNX model without agedistill metadata ({side.name} beside it, or the "
+            f"{METADATA_KEY!r} metadata property): its input size, mean and framing are unknown; export it "
+            f"with `agedistill export --checkpoint best.pt --out {onnx_path}`, or pass the .pt checkpoint")
+    if not isinstance(meta, dict) or meta.get("format") != METADATA_FORMAT:
+        raise CheckpointError(f"{where} is not agedistill model metadata (format {meta.get('format') if isinstance(meta, dict) else None!r}, "
+                              f"expected {METADATA_FORMAT!r}); re-export the model with `agedistill export`")
+    if int(meta.get("version", 0)) > METADATA_VERSION:
+        raise CheckpointError(f"{where} has metadata version {meta.get('version')}, this code reads "
+                              f"{METADATA_VERSION}; update agedistill")
+    return meta
+
+
+def _bilinear_inputs(crops: list[np.ndarray], size: int) -> np.ndarray:
+    """uint8 ``(N, S, S, 3)``: each crop resized bilinearly (the students' validation input)."""
+    return np.stack([c if c.shape[:2] == (size, size) else
+                     cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in crops])
+
+
+@dataclass
+class OnnxStudent:
+    """An exported student on onnxruntime (CPU): the ``LoadedStudent`` interface without torch."""
+    path: Path
+    meta: dict
+    threads: int = 0                 # onnxruntime intra-op threads; 0 = its default (all cores)
+    name: str = "student"
+    _session: object = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def arch(self) -> str:
+        return str(self.meta.get("arch", "student"))
+
+    @property
+    def input_size(self) -> int:
+        return int(self.meta["input"]["size"])
+
+    @property
+    def config(self) -> dict:
+        """The training config's parts that inference needs (``faces``: the framing)."""
+        return {"arch": self.arch, "input_size": self.input_size, "faces": self.meta.get("faces")}
+
+    @property
+    def session(self):
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = _ort_session(self.path, self.threads)
+        return self._session
+
+    def ages_from_outputs(self, out: np.ndarray) -> np.ndarray:
+        head = self.meta["output"]
+        out = np.asarray(out, np.float32)
+        if head["ages"] == "clamp":
+            return np.clip(out.reshape(-1), 0.0, float(head["cap"])).astype(np.float32)
+        if head["ages"] == "softmax_expectation":
+            z = out - out.max(axis=1, keepdims=True)
+            p = np.exp(z)
+            p /= p.sum(axis=1, keepdims=True)
+            return (p @ np.arange(out.shape[1], dtype=np.float32)).astype(np.float32)
+        raise CheckpointError(f"{self.path}: unknown output rule {head['ages']!r} in its metadata; update agedistill")
+
+    def predict_crops(self, crops: list[np.ndarray], batch_size: int = 128) -> np.ndarray:
+        """Ages for uint8 RGB crops (any size): bilinear resize, minus the mean, NCHW float32."""
+        spec = self.meta["input"]
+        mean = np.asarray(spec["mean"], np.float32).reshape(1, 3, 1, 1)
+        sess = self.session
+        name = sess.get_inputs()[0].name
+        out = []
+        for i in range(0, len(crops), batch_size):
+            batch = _bilinear_inputs(crops[i:i + batch_size], self.input_size)
+            x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) - mean
+            out.append(self.ages_from_outputs(sess.run(None, {name: x})[0]))
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def predict_jpegs(self, jpegs: list[bytes], batch_size: int = 128) -> np.ndarray:
+        """Ages for JPEG crops: decode, then ``predict_crops``."""
+        return self.predict_crops([decode_image(j) for j in jpegs], batch_size) if jpegs else np.zeros(0, np.float32)
+
+
+def _ort_session(path: Path, threads: int = 0):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf / NoSuchFile
+        first = " ".join(str(exc).split())[:160]
+        raise CheckpointError(f"{path} is not a loadable ONNX model ({first}); re-export it with "
+                              f"`agedistill export --checkpoint best.pt --out {path}`") from None
+
+
+def load_onnx_student(path: str | Path, threads: int = 0) -> OnnxStudent:
+    """An exported student (``model.onnx`` + its metadata); ``CheckpointError`` when unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model {path} not found; pass --checkpoint with an existing .onnx or .pt file")
+    meta = None
+    if metadata_path(path).is_file():
+        meta = read_model_metadata(path)
+        student = OnnxStudent(path, meta, threads)
+    else:  # the metadata may be inside the file: open it now
+        session = _ort_session(path, threads)
+        meta = read_model_metadata(path, session)
+        student = OnnxStudent(path, meta, threads, _session=session)
+    student.name = f"student {student.arch} (onnxruntime)"
+    return student
+
+
+def load_model(path: str | Path, threads: int = 0):
+    """A student from an ONNX model or a torch checkpoint, by the file's format."""
+    return load_onnx_student(path, threads) if is_onnx_file(path) else load_student(path)
+
+
+def default_model() -> Path:
+    """The shipped model: its ONNX when it has metadata, else its torch checkpoint."""
+    if DEFAULT_ONNX.is_file() and metadata_path(DEFAULT_ONNX).is_file():
+        return DEFAULT_ONNX
+    return DEFAULT_CHECKPOINT
+
+
+# --- the torch path (imports torch and timm when used) ----------------------------
 
 
 @dataclass
 class LoadedStudent:
     arch: str
-    model: torch.nn.Module
+    model: "torch.nn.Module"  # noqa: F821
     loss: object
     input_size: int
     config: dict
@@ -47,20 +230,27 @@ class LoadedStudent:
         without augmentation: a bilinear resize to the input size); a
         non-square array gets the same bilinear resize.
         """
+        from agedistill_core.students.augment import AugmentConfig, augment_face
+
         s = self.input_size
+        off = AugmentConfig(enabled=False)
         rng = np.random.default_rng(0)  # never drawn from: augmentation is off
-        return np.stack([augment_face(c, s, 0.2, rng, _EVAL_AUGMENT) if c.shape[0] == c.shape[1]
+        return np.stack([augment_face(c, s, 0.2, rng, off) if c.shape[0] == c.shape[1]
                          else cv2.resize(c, (s, s), interpolation=cv2.INTER_LINEAR) for c in crops])
 
-    @torch.no_grad()
     def predict_crops(self, crops: list[np.ndarray], batch_size: int = 128) -> np.ndarray:
         """Ages for uint8 RGB crops (any size), through ``inputs`` and ``batch_tensor``."""
+        import torch
+
+        from agedistill_core.students.augment import batch_tensor
+
         self.model.eval()
         out = []
-        for i in range(0, len(crops), batch_size):
-            batch = self.inputs(crops[i:i + batch_size])
-            x = batch_tensor(batch, channels_last=True)  # the layout training used (faster convolutions)
-            out.append(self.loss.ages(self.model(x)).float().numpy())
+        with torch.no_grad():
+            for i in range(0, len(crops), batch_size):
+                batch = self.inputs(crops[i:i + batch_size])
+                x = batch_tensor(batch, channels_last=True)  # the layout training used (faster convolutions)
+                out.append(self.loss.ages(self.model(x)).float().numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def predict_jpegs(self, jpegs: list[bytes], batch_size: int = 128) -> np.ndarray:
@@ -72,7 +262,17 @@ class LoadedStudent:
 
 
 def load_student(path: str | Path) -> LoadedStudent:
-    """A student from its checkpoint (``CheckpointError`` when missing or corrupt)."""
+    """A student from its torch checkpoint (``CheckpointError`` when missing or corrupt).
+
+    An ONNX file is refused by name (it is not a checkpoint; ``load_model`` runs it)."""
+    import torch
+
+    from agedistill_core.students.checkpoint import load_checkpoint
+    from agedistill_core.students.losses import make_loss
+
+    if Path(path).is_file() and is_onnx_file(path):
+        raise CheckpointError(f"{path} is an ONNX model, not a torch checkpoint; `agedistill predict "
+                              f"--checkpoint {path}` runs it on onnxruntime, or pass the .pt checkpoint here")
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
     loss = make_loss(cfg["students"]["loss"])
@@ -93,9 +293,12 @@ def load_student(path: str | Path) -> LoadedStudent:
     return LoadedStudent(cfg["arch"], model, loss, int(cfg["input_size"]), cfg, name=f"student {cfg['arch']}")
 
 
-def create_student_quiet(arch: str, n_outputs: int) -> torch.nn.Module:
+def create_student_quiet(arch: str, n_outputs: int):
     """The architecture only: its weights come from our checkpoint."""
     import warnings
+
+    from agedistill_core.students.zoo import create_student
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return create_student(arch, n_outputs, None)

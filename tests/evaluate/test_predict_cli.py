@@ -117,6 +117,7 @@ def test_missing_default_model_is_one_line_error(tmp_path, monkeypatch, capsys):
     photo = _write(tmp_path / "astronaut.jpg", data.astronaut())
     missing = tmp_path / "models" / "mn3_small_distilled" / "best.pt"
     monkeypatch.setattr(predict_mod, "DEFAULT_CHECKPOINT", missing)
+    monkeypatch.setattr(predict_mod, "DEFAULT_ONNX", missing.with_name("model.onnx"))
     assert main(["predict", str(photo)]) == 2
     out, err = capsys.readouterr()
     assert out == ""
@@ -127,9 +128,11 @@ def test_missing_default_model_is_one_line_error(tmp_path, monkeypatch, capsys):
 
 def test_default_model_is_used_without_checkpoint(tmp_path, monkeypatch, student_ckpt, capsys):
     assert predict_mod.DEFAULT_CHECKPOINT == inference_mod.REPO_ROOT / "models/mn3_small_distilled/best.pt"
+    assert predict_mod.DEFAULT_ONNX == inference_mod.REPO_ROOT / "models/mn3_small_distilled/model.onnx"
     assert (inference_mod.REPO_ROOT / "agedistill_core").is_dir()  # the repository, not the cwd
     photo = _write(tmp_path / "astronaut.jpg", data.astronaut())
-    monkeypatch.setattr(predict_mod, "DEFAULT_CHECKPOINT", student_ckpt)
+    monkeypatch.setattr(predict_mod, "DEFAULT_CHECKPOINT", student_ckpt)  # no ONNX beside it: the .pt runs
+    monkeypatch.setattr(predict_mod, "DEFAULT_ONNX", student_ckpt.with_name("model.onnx"))
     monkeypatch.chdir(tmp_path)
     assert main(["predict", str(photo)]) == 0
     (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
