@@ -6,6 +6,13 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
 .PHONY: install demo cluster-demo test ui repro clean-demo
 
+# moto's S3 server for the DVC S3 round-trip test, in its own venv (next to dvc[s3], pip backtracks
+# for minutes).  Best effort: without it that one test is skipped with the reason.  Defined before
+# `test:` names it (make expands a rule's prerequisites when it reads the rule).
+MOTO := .venv-moto/bin/moto_server
+$(MOTO):
+	-$(PYTHON) -m venv .venv-moto && .venv-moto/bin/python -m pip install --quiet "moto[server]==5.2.5"
+
 install: $(VENV)/.installed
 
 # Re-installs when pyproject.toml changes.  torch/torchvision are pinned to the
@@ -33,14 +40,9 @@ demo: install $(DAGSTER_HOME)/dagster.yaml
 cluster-demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m agedistill_dag.cluster --profile demo --logdir $(CURDIR)/logs/cluster-demo
 
+
 test: install $(MOTO)
 	$(BIN)/python -m pytest -q
-
-# moto's S3 server for the DVC S3 round-trip test, in its own venv (next to dvc[s3], pip backtracks
-# for minutes).  Best effort: without it that one test is skipped with the reason.
-MOTO := .venv-moto/bin/moto_server
-$(MOTO):
-	-$(PYTHON) -m venv .venv-moto && .venv-moto/bin/python -m pip install --quiet "moto[server]==5.2.5"
 
 # The Dagster web UI on the same instance `make demo` wrote to.
 ui: install $(DAGSTER_HOME)/dagster.yaml

@@ -9,7 +9,11 @@ stages on the same level of the graph (LFW+C partitions and students) run togeth
 Each stage is one Dagster run per partition (one run for an unpartitioned asset), all
 launched with ``dagster.execute_job`` on a reconstructable job, ``--jobs`` runs at a time
 in separate processes: Dagster runs one partition per run, so independent partitions run
-in parallel as parallel runs, as a backfill does.  Runs are recorded in ``$DAGSTER_HOME``
+in parallel as parallel runs, as a backfill does.  With ``--jobs`` above 1 every run, a wave of
+one run included, goes to a pool process, so Dagster never takes over this process' SIGINT and
+SIGTERM handlers (``--jobs 1`` runs them in this process, and hands a Ctrl-C or SIGTERM that
+arrived during a run back to the caller when the run has stopped).  Pool processes ignore SIGINT
+while idle and die with this process (PR_SET_PDEATHSIG).  Runs are recorded in ``$DAGSTER_HOME``
 so that ``dagster dev`` afterwards shows the materialised graph.  Every stage skips work
 whose version is unchanged, so a second run is quick.
 
@@ -24,13 +28,17 @@ import argparse
 import functools
 import multiprocessing
 import os
+import signal
+import socket
 import sys
+import threading
 import time
 import uuid
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,6 +50,7 @@ from agedistill_core.settings import find_params
 from agedistill_dag.definitions import build_definitions, graph_jobs
 from agedistill_dag.partitions import lfwc_key, lfwc_partitions
 from agedistill_dag.profile import Profile
+from agedistill_dag.supervise import die_with_parent
 
 
 # Tag on every run of one materialize_all call.
@@ -166,6 +175,74 @@ def _first_error(result) -> str:
     return "the run failed (see its events in the Dagster UI)"
 
 
+def quiet_instance_home(home: str | os.PathLike | None) -> None:
+    """A ``$DAGSTER_HOME`` without a dagster.yaml gets one that turns Dagster's telemetry off (what
+    ``make demo`` writes); an existing one is left as it is."""
+    if not home:
+        return
+    home = Path(home)
+    if (home / "dagster.yaml").exists() or (home / "dagster.yml").exists():
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = home / f".dagster.yaml.{os.getpid()}"
+    tmp.write_text("telemetry:\n  enabled: false\n")
+    os.replace(tmp, home / "dagster.yaml")
+
+
+def _pool_process_init(parent: int) -> None:
+    """In each pool process: die with the launcher, and no KeyboardInterrupt traceback from an idle
+    process on Ctrl-C (a run in progress still sees it: Dagster installs its own handler)."""
+    die_with_parent(signal.SIGKILL, parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _SignalsDuringRun:
+    """Around a run executed in this process' main thread: Dagster's ``capture_interrupts`` turns
+    SIGINT (and SIGTERM) into a flag that the run consumes, then restores SIGINT's handler and
+    points SIGTERM at it.  This notes, through the signal wakeup fd (written for every signal,
+    whichever handler runs), that one arrived, restores both handlers and, after the run,
+    raises as the caller's handlers would have."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self):
+        self.active = threading.current_thread() is threading.main_thread()
+        if not self.active:
+            return self
+        self.handlers = {sig: signal.getsignal(sig) for sig in self.SIGNALS}
+        self.rsock, self.wsock = socket.socketpair()
+        for sock in (self.rsock, self.wsock):
+            sock.setblocking(False)
+        self.old_fd = signal.set_wakeup_fd(self.wsock.fileno(), warn_on_full_buffer=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.active:
+            return
+        signal.set_wakeup_fd(self.old_fd)
+        for sig, handler in self.handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        try:
+            got = self.rsock.recv(4096)
+        except (BlockingIOError, OSError):
+            got = b""
+        finally:
+            self.rsock.close()
+            self.wsock.close()
+        if exc[0] is not None:
+            return
+        for sig in self.SIGNALS:
+            if sig in got:
+                handler = self.handlers[sig]
+                if callable(handler):
+                    handler(sig, None)               # KeyboardInterrupt, SystemExit, ...
+                elif handler == signal.SIG_DFL:
+                    if sig == signal.SIGINT:
+                        raise KeyboardInterrupt
+                    signal.signal(sig, signal.SIG_DFL)
+                    os.kill(os.getpid(), sig)
+
+
 def _execute(job_args: tuple, instance_or_ref, run_config: dict, tags: dict, asset_keys: list[str],
              label: str) -> RunOutcome:
     """One run: in this process (an instance) or in a pool process (an instance ref)."""
@@ -189,15 +266,18 @@ def _execute(job_args: tuple, instance_or_ref, run_config: dict, tags: dict, ass
 def materialize_all(profile: str | None = None, params: str | None = None,
                     instance: dg.DagsterInstance | None = None, archs: list[str] | None = None,
                     log: Callable[[str], None] = print, jobs: int | None = None, executor: str = "in_process",
-                    run_config: dict | None = None, assets: Iterable[str] | None = None) -> Materialized:
+                    run_config: dict | None = None, assets: Iterable[str] | None = None,
+                    in_pool: bool | None = None) -> Materialized:
     """Run every stage of the graph (or of ``assets``, names without the prefix) wave by wave,
-    ``jobs`` runs at a time (default: the CPU count; 1 runs everything in this process).
+    ``jobs`` runs at a time (default: the CPU count; 1 runs everything in this process, unless
+    ``in_pool``: then in one pool process, leaving this process' signal handlers alone).
     Raises ConfigError naming the failed runs when a wave fails; later waves are not started."""
     p = Profile.load(profile, params)
     defs = build_definitions(p, executor=executor)
     instance = instance or dg.DagsterInstance.get()
     jobs = max(1, jobs or os.cpu_count() or 1)
-    if jobs > 1 and not instance.is_persistent:
+    in_pool = jobs > 1 if in_pool is None else in_pool
+    if in_pool and not instance.is_persistent:
         raise ConfigError("materialising with jobs > 1 needs a persistent Dagster instance (set DAGSTER_HOME); "
                           "pass jobs=1 to run in this process")
     params_path = str(find_params(p.params))       # absolute: the same file wherever the job is rebuilt
@@ -205,8 +285,9 @@ def materialize_all(profile: str | None = None, params: str | None = None,
     only = set(assets) if assets is not None else None
     launch = {LAUNCH_TAG: uuid.uuid4().hex}       # marks this call's runs (to cancel them when interrupted)
     done = Materialized(instance)
-    pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
-            if jobs > 1 else None)
+    pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_pool_process_init, initargs=(os.getpid(),))
+            if in_pool else None)
     try:
         for wave in stage_waves(p, defs):
             todo = []
@@ -224,9 +305,11 @@ def materialize_all(profile: str | None = None, params: str | None = None,
             start = time.perf_counter()
             for label, *_ in todo:
                 log(f"materialising {label}")
-            if pool is None or len(todo) == 1:
-                outcomes = [_execute(job_args, instance, config, tags, keys, label)
-                            for label, job_args, keys, tags in todo]
+            if pool is None:
+                outcomes = []
+                for label, job_args, keys, tags in todo:
+                    with _SignalsDuringRun():
+                        outcomes.append(_execute(job_args, instance, config, tags, keys, label))
             else:
                 ref = instance.get_ref()
                 futures = [pool.submit(_execute, job_args, ref, config, tags, keys, label)
@@ -241,7 +324,7 @@ def materialize_all(profile: str | None = None, params: str | None = None,
             log(f"  {len(outcomes)} run(s) in {seconds:.1f} s")
     except BaseException:          # Ctrl-C, SIGTERM (as SystemExit), a failed wave
         if pool is not None:       # runs in flight in the pool: stop their processes now (SIGKILL:
-            procs = list(getattr(pool, "_processes", {}).values())       # Dagster's run loop outlives SIGTERM)
+            procs = list((getattr(pool, "_processes", None) or {}).values())  # Dagster's run loop outlives SIGTERM)
             for proc in procs:
                 proc.kill()
             for proc in procs:
@@ -272,15 +355,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--executor", default="in_process", choices=["in_process", "multiprocess", "celery"],
                     help="the executor inside each run; celery sends the steps to running workers "
                          "(--broker; docs/DEPLOY.md); `make cluster-demo` starts Redis and workers itself")
-    ap.add_argument("--broker", help="Celery broker URL, e.g. redis://10.0.0.1:6379/0 (with --executor celery)")
-    ap.add_argument("--backend", help="Celery result backend URL (default: the broker's host, db 1)")
+    ap.add_argument("--broker", help="Celery broker URL, e.g. redis://:PASSWORD@10.0.0.1:6379/0 (with --executor "
+                    "celery; default: $AGEDISTILL_CELERY_BROKER, which keeps the password off the command line "
+                    "and out of the runs' stored config)")
+    ap.add_argument("--backend", help="Celery result backend URL (default: $AGEDISTILL_CELERY_BACKEND, else the "
+                    "broker's host, db 1)")
     args = ap.parse_args(argv)
+    from agedistill_dag.cluster import BACKEND_ENV, BROKER_ENV
     run_config = None
     if args.executor == "celery":
-        if not args.broker:
-            ap.error("--executor celery needs --broker URL (the workers' broker; docs/DEPLOY.md)")
-        backend = args.backend or urlunsplit(urlsplit(args.broker)._replace(path="/1"))
-        run_config = {"execution": {"config": {"broker": args.broker, "backend": backend}}}
+        broker = args.broker or os.environ.get(BROKER_ENV)
+        if not broker:
+            ap.error(f"--executor celery needs --broker URL or ${BROKER_ENV} (the workers' broker; docs/DEPLOY.md)")
+        if args.backend:
+            backend = args.backend
+        elif os.environ.get(BACKEND_ENV):
+            backend = {"env": BACKEND_ENV}
+        else:
+            backend = urlunsplit(urlsplit(broker)._replace(path="/1"))
+        run_config = {"execution": {"config": {"broker": args.broker or {"env": BROKER_ENV}, "backend": backend}}}
+    quiet_instance_home(os.environ.get("DAGSTER_HOME"))
     start = time.perf_counter()
     try:
         materialize_all(args.profile, args.params, jobs=args.jobs, executor=args.executor, run_config=run_config)
@@ -291,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: unfinished runs marked canceled; every finished stage is kept", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and exc.code > 128:
+            print(f"stopped by signal {exc.code - 128}: unfinished runs marked canceled; every finished stage "
+                  "is kept", file=sys.stderr)
+        raise
     except BrokenProcessPool:
         print("error: a run's process died (killed, or out of memory); its unfinished runs are marked canceled "
               "and every finished partition is kept: run the same command again to finish", file=sys.stderr)
@@ -306,5 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Through the module's own name, so that pool processes find these functions under it.
+    from agedistill_dag.cluster import install_exit_handlers
     from agedistill_dag.materialize import main as _main
+    install_exit_handlers()          # SIGTERM/SIGHUP: SystemExit, so that runs are canceled and the pool stopped
     sys.exit(_main())

@@ -1,8 +1,14 @@
 """Redis and two dagster-celery workers on loopback materialise a small graph (manifest, crops and
 labels of three shards, the label table, one LFW+C partition); steps run on both workers, and no
-Redis or worker process is left once the cluster stops, also when a run fails or on Ctrl-C."""
+Redis or worker process is left once the cluster stops, also when a run fails, on Ctrl-C or
+SIGTERM at several moments, and when the launcher is killed.  Redis wants a password.
+
+Leftovers are looked for by process id (the process group of every process the launcher started:
+redis-server rewrites its command line, so its name or arguments prove nothing)."""
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +20,8 @@ import pytest
 from agedistill_core.errors import ConfigError
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import list_shards, read_shards
-from agedistill_dag.cluster import DEMO_WORKERS, Cluster, group_members, redis_server_binary, steps_by_worker
+from agedistill_dag.cluster import (BROKER_ENV, DEMO_WORKERS, Cluster, group_members, redis_server_binary,
+                                    steps_by_worker)
 from agedistill_dag.materialize import main, materialize_all
 from agedistill_testing import write_params
 
@@ -95,50 +102,153 @@ def test_failed_run_still_stops_everything(tmp_path, monkeypatch, capsys):
     assert all(group_members(pid) == [] for pid in pids)      # no live process in any group we started
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains ``text``."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            stat = (cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()
-            if text in cmdline.read_bytes().decode(errors="replace") and stat[0] != "Z":
-                found.append(int(cmdline.parent.name))
-        except (OSError, IndexError):
-            continue
-    return found
+def _wait_until(condition, timeout: float, what: str, poll: float = 0.1):
+    """Until ``condition()`` is true (returns it); fails naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
 
 
-def test_ctrl_c_stops_redis_workers_and_runs(tmp_path):
-    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) while runs are on the
-    workers: `python -m agedistill_dag.cluster` exits 130, no Redis, worker or run process is left,
-    and no run stays unfinished in the instance (the interrupted ones are marked canceled)."""
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return stat[0] != "Z"
+
+
+def _redis_answer(port: int, command: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(command)
+        return s.recv(256)
+
+
+def test_redis_wants_the_generated_password(tmp_path):
+    """An unauthenticated client (any local user) is refused; the password is on no command line
+    and in no file once Redis is up; the URLs reach runs through the environment only."""
     _redis_or_skip()
-    params = _params(tmp_path)
+    cluster = Cluster(tmp_path / "dagster_home", logdir=tmp_path / "logs", workers=())
+    with cluster:
+        assert len(cluster.password) >= 32
+        assert _redis_answer(cluster.port, b"PING\r\n").startswith(b"-NOAUTH")
+        assert _redis_answer(cluster.port, b"SET x 1\r\n").startswith(b"-NOAUTH")
+        assert _redis_answer(cluster.port, b"AUTH wrong\r\n").startswith(b"-WRONGPASS")
+        assert _redis_answer(cluster.port, f"AUTH {cluster.password}\r\nPING\r\n".encode()) == b"+OK\r\n+PONG\r\n"
+        group = group_members(cluster.procs["redis"].pid)
+        assert len(group) == 2                                       # the supervisor and redis-server
+        for pid in group:
+            assert cluster.password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        leaked = [p for p in tmp_path.rglob("*") if p.is_file() and cluster.password.encode() in p.read_bytes()]
+        assert leaked == []
+        assert cluster.run_config()["execution"]["config"]["broker"] == {"env": BROKER_ENV}
+        assert os.environ[BROKER_ENV] == cluster.broker
+    assert BROKER_ENV not in os.environ                              # restored
+    assert cluster.alive() == [] and group_members(group[0]) == []
+
+
+def test_supervised_process_stops_with_its_lifeline(tmp_path):
+    """The supervisor stops its whole group when the launcher's end of the pipe closes, whatever
+    the child does with SIGTERM (here it ignores it: SIGKILL after the grace)."""
+    read_end, write_end = os.pipe()
+    stubborn = "import signal, subprocess, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
+               "subprocess.Popen(['sleep', '300']); time.sleep(300)"
+    proc = subprocess.Popen([sys.executable, "-m", "agedistill_dag.supervise", str(read_end), "1", "--",
+                             sys.executable, "-c", stubborn], start_new_session=True, pass_fds=(read_end,))
+    os.close(read_end)
+    try:
+        _wait_until(lambda: len(group_members(proc.pid)) == 3, 60, "the supervisor, its child and grandchild")
+        os.close(write_end)
+        assert proc.wait(timeout=60) != 0
+        _wait_until(lambda: group_members(proc.pid) == [], 30, "the group to be gone")
+    finally:
+        if group_members(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _interrupt_params(tmp_path, epochs: int = 3):
+    """The demo faces, 2 shards, a 1-variant teacher, one LFW+C partition, one student."""
+    return write_params(tmp_path, {"small": {
+        "workdir": str(tmp_path / "work"), "shard_size": 10,
+        "dataset": {"name": "demo", "root": str(tmp_path / "raw"), "limit": 20},
+        "teacher": {"variants": 1, "threads": 1},
+        "corruptions": {"names": ["jpeg"], "severities": [1], "max_faces": 4},
+        "students": {"archs": ["mn3_small"], "epochs": epochs, "batch_size": 8, "threads": 1}}})
+
+
+# moment (the launcher line to wait for; then the event that puts work on the workers), signal, target
+MOMENTS = {
+    # a wave of one run (the manifest, in a pool process being started): the launcher is SIGKILLed:
+    # its pool processes, the workers and Redis die with it
+    "one-run-wave-launcher-killed": ("small/face_manifest", None, signal.SIGKILL, "launcher"),
+    # a wave of one run on the workers (after the shards): Ctrl-C
+    "one-run-wave-ctrl-c": ("small/vmage_table", None, signal.SIGINT, "group"),
+    # a parallel wave (shards), steps received by a worker: Ctrl-C
+    "parallel-wave-ctrl-c": ("small/face_crops", "received", signal.SIGINT, "group"),
+    # training, after its first epoch's checkpoint: SIGTERM to the launcher alone
+    "training-sigterm": ("small/student_checkpoints", "last.pt", signal.SIGTERM, "launcher"),
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS), ids=list(MOMENTS))
+def test_interrupt_at_any_moment_leaves_nothing(tmp_path, moment):
+    """`python -m agedistill_dag.cluster` interrupted: Ctrl-C (SIGINT to the command's process
+    group, as a terminal sends it) or SIGTERM to the launcher exit 130/143 with one line, no run
+    left unfinished in the instance (the interrupted ones are canceled); a SIGKILLed launcher
+    takes Redis, the workers and its run processes with it.  No process of any group the launcher
+    started is left, found by process id."""
+    _redis_or_skip()
+    line, event, sig, target = MOMENTS[moment]
+    params = _interrupt_params(tmp_path, epochs=1000 if event == "last.pt" else 3)
     home, logs = tmp_path / "dagster_home", tmp_path / "logs"
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "agedistill_dag.cluster", "--profile", "small", "--params",
                              str(params), "--logdir", str(logs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True, text=True)
-    out = []
+    out, groups = [], [proc.pid]
     try:
-        for line in proc.stdout:
-            out.append(line)
-            if line.startswith("materialising small/face_crops"):     # shard runs submitted to the workers
+        for text in proc.stdout:
+            out.append(text)
+            if "process ids:" in text:
+                groups += [int(pid) for pid in re.findall(r"=(\d+)", text.split("process ids:", 1)[1])]
+            if text.startswith(f"materialising {line}"):
                 break
-        time.sleep(3)
-        os.killpg(proc.pid, signal.SIGINT)
+        assert len(groups) == 4, "".join(out)                     # the launcher, Redis, two workers
+        received = sum(log.read_text().count(" received") for log in logs.glob("worker-*.log"))
+        if event == "received":                                    # a step went to a worker
+            _wait_until(lambda: sum(log.read_text().count(" received") for log in logs.glob("worker-*.log"))
+                        > received, 120, "a step on a worker")
+        elif event == "last.pt":                                   # an epoch trained, more to go
+            _wait_until(lambda: list((tmp_path / "work" / "students").rglob("last.pt")), 300,
+                        "the first epoch's checkpoint")
+        if target == "group":
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
         rest, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130, "".join(out) + rest
-    assert "interrupted: unfinished runs marked canceled; every Redis and worker process stopped" in rest
-    deadline = time.monotonic() + 10                          # multiprocessing's resource tracker exits
-    while group_members(proc.pid) and time.monotonic() < deadline:   # when it sees its parent gone
-        time.sleep(0.2)
-    assert group_members(proc.pid) == []                     # the command's own group: pool processes too
-    assert _processes_mentioning(str(logs)) == []            # redis-server (--dir) and workers (-y) are gone
+    text = "".join(out) + rest
+    # nothing left in any group the launcher started (its own: the pool processes and
+    # multiprocessing's resource tracker, which exits when it sees its parent gone)
+    for pgid in groups:
+        _wait_until(lambda: group_members(pgid) == [], 60, f"process group {pgid} to be empty:\n{text[-3000:]}")
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+        return
+    assert proc.returncode == 128 + sig, text
+    if sig == signal.SIGINT:
+        assert "interrupted: unfinished runs marked canceled; every Redis and worker process stopped" in rest
+    else:
+        assert "stopped by signal 15: unfinished runs marked canceled; every Redis and worker process stopped" in rest
+    assert "Traceback" not in rest, rest                           # idle pool processes print nothing
     with dg.DagsterInstance.from_config(str(home)) as instance:
         statuses = {r.status for r in instance.get_runs()}
     assert statuses <= {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE}
-    assert dg.DagsterRunStatus.SUCCESS in statuses                # the manifest run finished before
+    if line != "small/face_manifest":
+        assert dg.DagsterRunStatus.SUCCESS in statuses            # the manifest run finished before

@@ -296,7 +296,8 @@ def _ghost_batch_norm_replay(settings, arch: str, initial: dict, world_size: int
     for epoch in range(cfg.epochs):
         ds.set_epoch(epoch)
         model.train()
-        shards = [epoch_indices(len(ds), r, world_size, epoch, seed) for r in range(world_size)]
+        shards = [epoch_indices(len(ds), r, world_size, epoch, seed * 1_000_003)  # as train.py
+                  for r in range(world_size)]
         for start in range(0, len(shards[0]), cfg.batch_size):
             optimizer.zero_grad(set_to_none=True)
             for rank in reversed(range(world_size)):  # rank 0 last: its running statistics are kept
