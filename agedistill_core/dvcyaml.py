@@ -38,10 +38,17 @@ HEADER = """\
 def dvc_profile(params: str | os.PathLike | None = None) -> str:
     """The profile dvc.yaml is generated for: params.yaml's ``dvc.profile`` (else its default_profile)."""
     from agedistill_core.settings import find_params
-    raw = load_raw(find_params(params))
-    name = (raw.get("dvc") or {}).get("profile") or raw.get("default_profile")
+    path = find_params(params)
+    raw = load_raw(path)
+    dvc = raw.get("dvc")
+    if dvc is not None and not isinstance(dvc, dict):
+        raise ConfigError(f"{path}: 'dvc' must be a mapping like `dvc: {{profile: demo}}`, got "
+                          f"{type(dvc).__name__} {str(dvc)[:60]}; fix it in {path.name} (dvc)")
+    name = (dvc or {}).get("profile") or raw.get("default_profile")
     if not name:
         raise ConfigError("params.yaml has no dvc.profile (the profile `dvc repro` runs); add `dvc: {profile: demo}`")
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: dvc.profile must be a profile name, got {name!r}; fix it in {path.name} (dvc.profile)")
     return name
 
 
@@ -57,6 +64,19 @@ def _item(path: str, persist: bool = False) -> list[str]:
     return [f"      - {path}:", "          persist: true"] if persist else [f"      - {path}"]
 
 
+def _data_roots(settings: Settings, root: Path) -> tuple[list[str], list[str]]:
+    """The sources' data roots as (deps, outs): a root is a dependency (so `dvc status` sees an added
+    or replaced image), except one its adapter writes itself (the demo's), which is an output of
+    the stage that writes it (a dependency must exist before the stage runs)."""
+    from agedistill_core.datasets import DATASETS
+
+    deps, outs = [], []
+    for src in settings.sources:
+        writes = getattr(DATASETS.get(src.name), "creates_root", False)
+        (outs if writes else deps).append(_rel(src.root, root))
+    return list(dict.fromkeys(deps)), list(dict.fromkeys(outs))
+
+
 def render(settings: Settings) -> str:
     """dvc.yaml's text for ``settings``' profile."""
     root = settings.params_path.parent
@@ -68,6 +88,8 @@ def render(settings: Settings) -> str:
         lines.append(f"    cmd: agedistill --profile {settings.profile} {st.name}")
         deps = [f"{work}/{o.path}" for need in st.needs for o in STAGE[need].outs if o.kind == "out"]
         deps += list(st.code)
+        roots, written = _data_roots(settings, root) if st.data_roots else ([], [])
+        deps += roots
         lines.append("    deps:")
         lines += [f"      - {d}" for d in dict.fromkeys(deps)]
         params = [key for section in st.settings for key in sources[section]]
@@ -76,8 +98,10 @@ def render(settings: Settings) -> str:
             lines += [f"      - {k}" for k in dict.fromkeys(params)]
         for kind, title in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
             outs = [o for o in st.outs if o.kind == kind]
-            if outs:
+            if outs or (kind == "out" and written):
                 lines.append(f"    {title}:")
+                for path in written if kind == "out" else []:
+                    lines += _item(path, persist=True)
                 for o in outs:
                     lines += _item(f"{work}/{o.path}", o.persist)
         lines.append("")

@@ -114,6 +114,12 @@ Loss = Annotated[StrictStr, _one_of("loss")]
 CorruptionName = Annotated[StrictStr, _one_of("corruption")]
 Severity = Annotated[Whole, _one_of("severity")]
 SourceId = Annotated[StrictStr, Field(min_length=1, pattern=r"^[^/]+$")]
+SEED_LIMIT = 2**32                     # seeds feed numpy / torch generators: 0 <= seed < 2**32
+Seed = Annotated[Whole, Field(ge=0, lt=SEED_LIMIT)]
+MAX_CROP_SIZE = 1024                   # faces.crop_size above this only costs memory (a 100000 px crop is 30 GB)
+# A profile name is a folder (data/<profile>), a Dagster asset-key prefix and part of partition keys:
+# letters, digits and _ only, so that two names never map to one key or folder and none leaves data/.
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 def _member(value: Any) -> Any:
@@ -183,7 +189,7 @@ class FaceSettings:
     align: Aligner = "none"            # none (square box + margin) | dlib5 (5-point landmark chip)
     align_padding: Fraction = 0.2      # dlib5 chip padding (dlib's default; the age network's framing)
     margin: Fraction = 0.2             # SPEC 2: square box + 0.2 on each side
-    crop_size: Annotated[Whole, Field(ge=16)] = 160  # stored crop side in pixels
+    crop_size: Annotated[Whole, Field(ge=16, le=MAX_CROP_SIZE)] = 160  # stored crop side in pixels
     min_score: Fraction = 0.5
     whole_image_fallback: StrictBool = True  # a crop with no detection becomes its own box
     whole_image_max_side: NonNegative = 512  # ...if its longer side is at most this (larger: a photo -> no_face)
@@ -247,7 +253,7 @@ class StudentSettings:
     sources: Annotated[tuple[StrictStr, ...], BeforeValidator(_as_tuple)] = ()  # only these source ids; () = all
     balance: Literal["none", "band", "band_sqrt"] = "none"  # re-weight faces against age-band imbalance
     channels_last: StrictBool = True   # NHWC memory format (faster convolutions on CPU)
-    seed: Optional[NonNegative] = None  # training seed (init, order, augmentation); None = the profile's seed
+    seed: Optional[Seed] = None  # training seed (init, order, augmentation); None = the profile's seed
     patience: Optional[Count] = None   # stop once the rate has decayed twice and val loss has not improved
                                        #   for this many epochs (convergence); None = always all epochs (SPEC)
 
@@ -261,7 +267,7 @@ class CorruptionSettings:
     names: Annotated[tuple[CorruptionName, ...], BeforeValidator(_as_tuple)] = ()  # () = all (SPEC's 13)
     severities: Annotated[tuple[Severity, ...], BeforeValidator(_as_tuple), Field(min_length=1)] = (1, 2, 3, 4, 5)
     max_faces: Optional[Count] = None  # fixed-seed subset of the base split (None = all)
-    seed: NonNegative = 0
+    seed: Seed = 0
     workers: Count = 1
 
 
@@ -365,7 +371,7 @@ _Merged = create_model(
     "_Merged", __config__=FORBID,
     **{name: (cls, Field(default_factory=cls)) for name, cls in SECTIONS.items()},
     workdir=(Optional[Text], None),    # default data/<profile>
-    seed=(NonNegative, 0),
+    seed=(Seed, 0),
     shard_size=(Count, 2000),          # faces per shard
 )
 
@@ -462,7 +468,9 @@ def _what(err: dict, errors: list[dict]) -> str:
               "less_than_equal": ("<=", "le"), "less_than": ("<", "lt")}
     if kind in bounds:
         op, key = bounds[kind]
-        return f"must be {op} {ctx.get(key)}{got}"
+        limit = ctx.get(key)
+        shown = "2**32 (seeds are 32-bit)" if op == "<" and limit == SEED_LIMIT else limit
+        return f"must be {op} {shown}{got}"
     if kind == "too_short":
         return f"must list at least {ctx.get('min_length')}{got}"
     if kind == "string_too_short":
@@ -547,6 +555,9 @@ def find_params(path: str | os.PathLike | None = None) -> Path:
     """The params file: the argument, else $AGEDISTILL_PARAMS, else ./params.yaml, else the repo's."""
     explicit = path or os.environ.get(PARAMS_ENV)
     if explicit:
+        if Path(explicit).is_dir():
+            raise ConfigError(f"params file {explicit} is a directory; pass the file itself "
+                              f"(--params {Path(explicit) / 'params.yaml'}) or set {PARAMS_ENV}")
         if not Path(explicit).is_file():
             raise ConfigError(f"params file {explicit} not found; pass --params PATH or set {PARAMS_ENV}")
         return Path(explicit).resolve()
@@ -558,7 +569,12 @@ def find_params(path: str | os.PathLike | None = None) -> Path:
 
 def load_raw(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                          f"save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}".replace("\n", " ")) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict):
@@ -569,14 +585,27 @@ def load_raw(path: Path) -> dict:
     return raw
 
 
+def _choices(names: Any) -> str:
+    """Keys of a params.yaml mapping, sorted, for a message (YAML may make some of them numbers)."""
+    return ", ".join(sorted(map(str, names))) or "(none)"
+
+
 def _profile_name(path: Path, raw: dict, profile: str | None) -> str:
     profiles = raw["profiles"]
     name = profile or os.environ.get(PROFILE_ENV) or raw.get("default_profile")
-    if not name:
-        raise ConfigError(f"{path}: no profile given and no default_profile; choose one of: "
-                          f"{', '.join(sorted(profiles))}")
+    if name is None or name == "":
+        raise ConfigError(f"{path}: no profile given and no default_profile; choose one of: {_choices(profiles)}")
     if name not in profiles:
-        raise ConfigError(f"{path}: unknown profile {name!r}; choose one of: {', '.join(sorted(profiles))}")
+        numeric = [k for k in profiles if not isinstance(k, str) and str(k) == str(name)]
+        if numeric:
+            raise ConfigError(f"{path}: profile key {numeric[0]!r} is a number, not a name; profile names are "
+                              f"letters, digits and _ (e.g. p{numeric[0]}); rename it under profiles:")
+        raise ConfigError(f"{path}: unknown profile {name!r}; choose one of: {_choices(profiles)}")
+    if not isinstance(name, str) or not PROFILE_NAME.fullmatch(name):
+        suggestion = re.sub(r"[^A-Za-z0-9_]", "_", str(name))
+        raise ConfigError(f"{path}: profile name {name!r} may hold only letters, digits and _ ([A-Za-z0-9_]+: it "
+                          f"names the workdir data/<profile>, Dagster asset keys and partitions); rename it "
+                          f"(e.g. {suggestion}) under profiles:")
     if profiles[name] is not None and not isinstance(profiles[name], dict):
         raise ConfigError(f"{path}: profiles.{name} must be a mapping, got {_short(profiles[name])}")
     return name
@@ -593,11 +622,11 @@ def _reference(path: Path, raw: dict, name: str, key: str) -> str | None:
     fix = f"fix it in {path.name}"
     if not isinstance(ref, str) or ref not in known:
         raise ConfigError(f"{name}.{key}: {_short(ref)} is not a {what} under '{group}:'; known: "
-                          f"{', '.join(sorted(known)) or '(none)'}; {fix} (profiles.{name}.{key})")
+                          f"{_choices(known)}; {fix} (profiles.{name}.{key})")
     entry = known[ref]
     if entry is not None and not isinstance(entry, dict):
         raise ConfigError(f"{name}: {what} {ref!r} must be a mapping, got {_short(entry)}; {fix} ({group}.{ref})")
-    unknown = sorted(set(entry or {}) - set(allowed))
+    unknown = sorted(map(str, set(entry or {}) - set(allowed)))
     if unknown:
         other = "the recipe or the profile" if key == "dataset" else "the data set or the profile"
         raise ConfigError(f"{name}: {what} {ref!r} has unknown key(s) {', '.join(unknown)}; a {what} holds "
@@ -661,7 +690,7 @@ def load_settings(
         merged = _merge(merged, layer)
     merged = _merge(merged, overrides or {})
     where = _Where(path, name, layers, overrides)
-    unknown = sorted(set(merged) - set(SECTIONS) - TOP_LEVEL)
+    unknown = sorted(map(str, set(merged) - set(SECTIONS) - TOP_LEVEL))
     if unknown:
         valid = sorted(set(SECTIONS) | TOP_LEVEL | {"recipe"})
         raise ConfigError(f"{name}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(valid)}; "
@@ -676,7 +705,48 @@ def load_settings(
     settings = Settings(profile=name, params_path=path, workdir=workdir, seed=m.seed, shard_size=m.shard_size,
                         **{key: getattr(m, key) for key in SECTIONS})
     _check_sources(settings, where)
+    _check_unique(settings, where)
+    _check_workdir(settings, where)
     return settings
+
+
+# lists whose entries name partitions or runs: an entry twice would do the same work twice
+UNIQUE = {("students", "archs"): "architecture", ("students", "sources"): "source id",
+          ("corruptions", "names"): "corruption", ("corruptions", "severities"): "severity"}
+
+
+def _check_unique(s: Settings, where: _Where) -> None:
+    for (section, key), what in UNIQUE.items():
+        values = list(getattr(getattr(s, section), key))
+        twice = [v for v in dict.fromkeys(values) if values.count(v) > 1]
+        if twice:
+            raise where.error((section, key), f"lists {', '.join(map(repr, twice))} more than once; "
+                                              f"name each {what} once")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _check_workdir(s: Settings, where: _Where) -> None:
+    """The workdir gets crops/, labels/, students/ ... and is written over: never the file-system root,
+    the repository (or a folder holding it), nor inside a data root (the next manifest would read the
+    pipeline's own plots and crops as photos)."""
+    work = s.workdir.resolve()
+    fix = f"set workdir to a folder of its own (default data/{s.profile}); {where.origin(('workdir',))}"
+    if work == Path(work.anchor):
+        raise ConfigError(f"{_dotted((s.profile, 'workdir'))}: {s.workdir} is the file-system root; {fix}")
+    repos = {s.params_path.parent.resolve(), Path(__file__).resolve().parents[1]}
+    for repo in sorted(repos):
+        if _inside(repo, work):
+            what = "is the repository" if repo == work else f"holds the repository {repo}"
+            raise ConfigError(f"{_dotted((s.profile, 'workdir'))}: {s.workdir} {what}; {fix}")
+    for src in s.sources:
+        root = src.root.resolve()
+        if _inside(work, root):
+            raise ConfigError(f"{_dotted((s.profile, 'workdir'))}: {s.workdir} is inside the data root {src.root} "
+                              f"of source {src.id!r}: the next manifest would read the pipeline's own outputs as "
+                              f"photos; {fix}")
 
 
 def _check_sources(s: Settings, where: _Where) -> None:

@@ -62,23 +62,35 @@ def read_adience(root: Path) -> tuple[list[AdienceRow], int]:
         if not path.is_file():
             continue
         found += 1
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t")
-            fields = [c.strip() for c in (reader.fieldnames or [])]
-            missing = [c for c in COLUMNS if c not in fields]
-            if missing:
-                raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected the tab-separated "
-                                "Adience header user_id, original_image, face_id, age, gender, ...")
-            for r in reader:
-                r = {(k or "").strip(): (v or "").strip() for k, v in r.items()}
-                group = adience_group(r["age"])
-                if group is None or not r["user_id"] or not r["original_image"]:
-                    dropped += 1
-                    continue
-                rows.append(AdienceRow(face_path(r["user_id"], r["face_id"], r["original_image"]),
-                                       r["user_id"], group, fold))
+        try:
+            more, lost = _read_fold(path, fold)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{path} is not a readable UTF-8 tab-separated file ({' '.join(str(exc).split())[:120]}); "
+                            "fix or replace it") from None
+        rows.extend(more)
+        dropped += lost
     if not found:
         raise DataError(f"no fold_0_data.txt .. fold_4_data.txt in {root}; point dataset.root at the Adience folder")
+    return rows, dropped
+
+
+def _read_fold(path: Path, fold: int) -> tuple[list[AdienceRow], int]:
+    rows, dropped = [], 0
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        fields = [c.strip() for c in (reader.fieldnames or [])]
+        missing = [c for c in COLUMNS if c not in fields]
+        if missing:
+            raise DataError(f"{path} lacks column(s) {', '.join(missing)}; expected the tab-separated "
+                            "Adience header user_id, original_image, face_id, age, gender, ...")
+        for r in reader:
+            r = {k.strip(): (v or "").strip() for k, v in r.items() if k is not None}  # extra cells: key None
+            group = adience_group(r["age"])
+            if group is None or not r["user_id"] or not r["original_image"]:
+                dropped += 1
+                continue
+            rows.append(AdienceRow(face_path(r["user_id"], r["face_id"], r["original_image"]),
+                                   r["user_id"], group, fold))
     return rows, dropped
 
 

@@ -12,6 +12,7 @@ with ``faces.detector: none`` by listing them in the CSV).
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -35,9 +36,12 @@ class AppaRow:
 
 def _float(value: str, where: str, col: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        raise DataError(f"{where}: column {col} is {value!r}, not a number; fix or remove that row") from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise DataError(f"{where}: column {col} is {value!r}, not a number; fix or remove that row")
+    return number
 
 
 def read_appa_real(root: Path, folders=tuple(SPLITS)) -> list[AppaRow]:
@@ -50,26 +54,39 @@ def read_appa_real(root: Path, folders=tuple(SPLITS)) -> list[AppaRow]:
         if not csv_path.is_file():
             continue
         found = True
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"{csv_path} lacks column(s) {', '.join(missing)}; "
-                                "expected the APPA-REAL header file_name,num_ratings,apparent_age_avg,"
-                                "apparent_age_std,real_age")
-            for n, r in enumerate(reader, start=2):
-                where = f"{csv_path}:{n}"
-                real = r.get("real_age")
-                ratings = r.get("num_ratings")
-                rows.append(AppaRow(
-                    path=f"{folder}/{r['file_name']}", split=SPLITS[folder],
-                    apparent_age=_float(r["apparent_age_avg"], where, "apparent_age_avg"),
-                    apparent_std=_float(r["apparent_age_std"], where, "apparent_age_std"),
-                    real_age=_float(real, where, "real_age") if real not in (None, "") else None,
-                    num_ratings=int(float(ratings)) if ratings not in (None, "") else None))
+        try:
+            rows.extend(_read_csv(csv_path, folder))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"{csv_path} is not a readable UTF-8 CSV ({' '.join(str(exc).split())[:120]}); "
+                            "fix or replace it") from None
     if not found:
         raise DataError(f"no gt_avg_train.csv / gt_avg_valid.csv / gt_avg_test.csv in {root}; "
                         "point dataset.root at the APPA-REAL folder")
+    return rows
+
+
+def _read_csv(csv_path: Path, folder: str) -> list[AppaRow]:
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{csv_path} lacks column(s) {', '.join(missing)}; "
+                            "expected the APPA-REAL header file_name,num_ratings,apparent_age_avg,"
+                            "apparent_age_std,real_age")
+        for n, r in enumerate(reader, start=2):
+            where = f"{csv_path}:{n}"
+            real = r.get("real_age")
+            ratings = r.get("num_ratings")
+            name = r.get("file_name")
+            if not name:
+                raise DataError(f"{where}: column file_name is empty; fix or remove that row")
+            rows.append(AppaRow(
+                path=f"{folder}/{name}", split=SPLITS[folder],
+                apparent_age=_float(r["apparent_age_avg"], where, "apparent_age_avg"),
+                apparent_std=_float(r["apparent_age_std"], where, "apparent_age_std"),
+                real_age=_float(real, where, "real_age") if real not in (None, "") else None,
+                num_ratings=int(_float(ratings, where, "num_ratings")) if ratings not in (None, "") else None))
     return rows
 
 

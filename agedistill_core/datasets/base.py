@@ -4,7 +4,15 @@ Columns: ``image_id`` (stable: dataset/relative path), ``dataset``, ``path``
 (relative to the data root), ``subject``, ``age`` and ``age_std`` (years,
 nullable), ``age_group`` (e.g. "30-39", nullable), ``split`` (train/val/test),
 ``fold`` (nullable), ``shard``, then (added later, so read columns by name)
-``path_bytes`` and ``duplicate_of``.
+``path_bytes``, ``duplicate_of``, and ``size``, ``mtime_ns`` and ``sha1``: what the
+file held when the manifest was built.
+
+Content changes are changes: ``sha1`` is the SHA-1 of the file's bytes, computed
+when the image is new or its size or modification time moved since the previous
+manifest (otherwise carried over, so a re-scan only stats the files; a manifest
+written before these columns is hashed once).  The crop stage folds the shard's
+``(image_id, sha1)`` pairs into its version (``images_fingerprint``), so an image
+replaced under the same path re-crops and re-labels its shard, and only its shard.
 
 Splits are identity-disjoint (by ``subject``; a data set without identities
 uses one subject per image) and fixed by the seed.  Shards are sticky: an image
@@ -23,6 +31,10 @@ Odd files, each recorded, never silent:
   ``duplicate`` and it is never labelled.  The first copy is the one that was
   already an original in the previous manifest, else the first by source and
   path, so adding a copy never re-labels old images.
+- A path an adapter gives that is not inside its root (absolute, with ``..``,
+  empty) is left out and named in a note: no file outside a data root is read.
+- A sub-folder that cannot be listed (permissions) is named in a note; its
+  images are not in the manifest until it can be read.
 - Files under a source root that its adapter did not take (GIF where OpenCV
   cannot decode it, HEIC, files without a suffix, ...) are counted by kind in
   the manifest metadata (``skipped``); ``manifest_notes`` gives the one-line
@@ -37,8 +49,8 @@ import logging
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -72,7 +84,11 @@ MANIFEST_SCHEMA = pa.schema([
     ("shard", pa.string()),
     ("path_bytes", pa.binary()),       # the real name's bytes when it is not valid UTF-8, else null
     ("duplicate_of", pa.string()),     # image_id of the byte-identical first copy, else null
+    ("size", pa.int64()),              # file size in bytes when scanned (null: the file cannot be read)
+    ("mtime_ns", pa.int64()),          # its modification time (ns since the epoch)
+    ("sha1", pa.string()),             # SHA-1 of its bytes (null: unreadable); see images_fingerprint
 ])
+CONTENT_COLUMNS = ("size", "mtime_ns", "sha1")
 
 
 @dataclass
@@ -112,17 +128,58 @@ def image_suffixes() -> frozenset[str]:
     return frozenset(IMAGE_SUFFIXES | extra)
 
 
+def walk_files(root: Path, unreadable: list[str] | None = None) -> Iterator[Path]:
+    """Every file under ``root`` (symlinked folders are not entered, as ``Path.rglob``).
+
+    A folder that cannot be listed is appended to ``unreadable`` (its path relative
+    to ``root``, "." for the root itself) instead of being skipped without a word."""
+    root = Path(root)
+
+    def failed(err: OSError) -> None:
+        if unreadable is not None:
+            where = Path(os.fsdecode(err.filename or root))
+            unreadable.append(where.relative_to(root).as_posix() if where.is_relative_to(root) else str(where))
+
+    for folder, _dirs, names in os.walk(root, onerror=failed):
+        for name in names:
+            yield Path(folder) / name
+
+
+def unreadable_folders(root: Path) -> list[str]:
+    """Sub-folders of ``root`` that cannot be listed (relative paths, sorted)."""
+    out: list[str] = []
+    for _ in walk_files(root, out):
+        pass
+    return sorted(out)
+
+
 def list_images(root: Path) -> list[str]:
     """Relative paths of all image files under ``root``, sorted.
 
     A name that is not valid UTF-8 comes back as Python gives it (undecodable
-    bytes as surrogates), so ``root / rel`` opens the real file."""
+    bytes as surrogates), so ``root / rel`` opens the real file.  Folders that
+    cannot be listed are named by the manifest (``unreadable_folders``)."""
     suffixes = image_suffixes()
     return sorted(
         p.relative_to(root).as_posix()
-        for p in root.rglob("*")
+        for p in walk_files(root)
         if p.suffix.lower() in suffixes and p.is_file()
     )
+
+
+def path_problem(path: object) -> str | None:
+    """Why ``path`` (an adapter's, relative to its root) would read outside the root; None when it is fine."""
+    if not isinstance(path, str):
+        return f"is not a file name (a {type(path).__name__})"
+    if not path.strip():
+        return "is empty"
+    if "\x00" in path:
+        return "holds a NUL byte"
+    if PurePosixPath(path).is_absolute():
+        return "is an absolute path"
+    if ".." in PurePosixPath(path).parts:
+        return "climbs out of the root with '..'"
+    return None
 
 
 def file_kind(name: str) -> str:
@@ -139,7 +196,7 @@ def skipped_files(root: Path, taken: Iterable[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = defaultdict(list)
     if not root.is_dir():
         return {}
-    for p in root.rglob("*"):
+    for p in walk_files(root):
         if p.name.startswith("."):
             continue
         rel = p.relative_to(root).as_posix()
@@ -170,8 +227,16 @@ def utf8_text(text: str | None) -> str | None:
 
 
 def real_path(root: Path, path: str, path_bytes: bytes | None = None) -> Path:
-    """The file of a manifest row: its real (non-UTF-8) name when ``path_bytes`` is set."""
-    return Path(root) / (os.fsdecode(path_bytes) if path_bytes else path)
+    """The file of a manifest row: its real (non-UTF-8) name when ``path_bytes`` is set.
+
+    A path that would leave ``root`` (a manifest written before adapters' paths were
+    checked) is a one-line ``DataError``: nothing outside a data root is read."""
+    rel = os.fsdecode(path_bytes) if path_bytes else path
+    problem = path_problem(rel)
+    if problem:
+        raise DataError(f"manifest path {utf8_text(str(rel))!r} {problem}, outside the data root {utf8_text(str(root))}; "
+                        f"run `agedistill manifest` again")
+    return Path(root) / rel
 
 
 def unit_hash(*parts: object) -> float:
@@ -187,18 +252,32 @@ def assign_split(subject: str, seed: int, test: float, val: float) -> str:
     return "val" if (u - test) / (1 - test) < val else "train"
 
 
-def _scanned(settings: Settings, source) -> list[Item]:
-    """Every item the source's adapter yields (no ``limit``)."""
+def _scanned(settings: Settings, source, outside: list[tuple[str, str]] | None = None) -> list[Item]:
+    """Every item the source's adapter yields (no ``limit``) whose path stays inside the root;
+    the others are appended to ``outside`` as (path, problem)."""
     root = source.root
     scanner = DATASETS.get(source.name)
     if not root.exists() and not getattr(scanner, "creates_root", False):
         where = (f"dataset.root in profile {settings.profile!r}" if not settings.dataset.sources
                  else f"the root of source {source.id!r} in profile {settings.profile!r}")
         raise DataError(f"data root {root} does not exist; set {where} of {settings.params_path} (or pass --data-root)")
-    items = list(scanner(root))
+    items, bad = [], []
+    for it in scanner(root):
+        problem = path_problem(it.path)
+        if problem is None:
+            items.append(it)
+        else:
+            bad.append((utf8_text(str(it.path)), problem))
+    if outside is not None:
+        outside.extend(bad)
     if not items:
+        hint = (f" ({len(bad)} entr{'ies' if len(bad) != 1 else 'y'} of its labels name a file outside it, "
+                f"e.g. {bad[0][0]!r}, which {bad[0][1]})") if bad else ""
+        unreadable = unreadable_folders(root) if root.is_dir() else []
+        if unreadable:
+            hint += f" (cannot list {_examples(unreadable)}: check permissions)"
         raise DataError(f"no images found under {utf8_text(str(root))} for dataset {source.name!r}; check its root"
-                        + _skipped_hint(skipped_files(root, ())))
+                        + hint + _skipped_hint(skipped_files(root, ())))
     return items
 
 
@@ -218,6 +297,46 @@ def scan_dataset(settings: Settings) -> list[Item]:
     return scan_source(settings, settings.sources[0])
 
 
+def file_content(path: Path, before: tuple | None = None) -> tuple[int | None, int | None, str | None]:
+    """(size, mtime_ns, sha1) of a file; the SHA-1 is carried over from ``before`` (a previous
+    (size, mtime_ns, sha1)) when size and modification time are unchanged, else computed.
+
+    The file is stat-ed before it is read: a write during the read moves its mtime past the
+    recorded one, so the next scan hashes it again.  Unreadable: (None, None, None)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None, None
+    if before is not None and before[2] is not None and (before[0], before[1]) == (st.st_size, st.st_mtime_ns):
+        return st.st_size, st.st_mtime_ns, before[2]
+    digest = _file_digest(path)
+    return (st.st_size, st.st_mtime_ns, digest) if digest is not None else (None, None, None)
+
+
+def images_fingerprint(ids: list[str], digests: list[str | None] | None) -> str | None:
+    """A short hash of a shard's images: its (image_id, sha1) pairs.  It changes when an image
+    of the shard is replaced, added or removed, and only then.  None when ``digests`` is None
+    (a manifest written before content hashes)."""
+    if digests is None:
+        return None
+    pairs = sorted(zip(ids, digests))
+    return hashlib.sha1(json.dumps(pairs).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def unchanged_since(paths: list[Path], when_ns: int) -> bool:
+    """Whether none of ``paths`` was written, replaced or had its inode changed at or after
+    ``when_ns`` (its ctime, which no tool can set back, and mtime are older).  A file that
+    cannot be stat-ed counts as changed."""
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if st.st_ctime_ns >= when_ns or st.st_mtime_ns >= when_ns:
+            return False
+    return True
+
+
 def _file_digest(path: Path) -> str | None:
     h = hashlib.sha1()
     try:
@@ -229,15 +348,21 @@ def _file_digest(path: Path) -> str | None:
     return h.hexdigest()
 
 
-def find_duplicates(paths: list[Path], prefer: list[bool] | None = None) -> dict[int, int]:
+def find_duplicates(paths: list[Path], prefer: list[bool] | None = None,
+                    content: list[tuple] | None = None) -> dict[int, int]:
     """Byte-identical files: ``{index: index of its first copy}`` for every later copy.
 
-    Only files whose size another file shares are hashed (SHA-1).  The first
+    Only files whose size another file shares are hashed (SHA-1), unless ``content``
+    gives each file's (size, mtime_ns, sha1) already (``file_content``).  The first
     copy of a group is its first index with ``prefer`` set (an image already
     labelled as an original), else its first index.  Unreadable files are
     never duplicates (the crop stage records them)."""
     by_size: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(paths):
+        if content is not None:
+            if content[i][2] is not None:
+                by_size[content[i][0]].append(i)
+            continue
         try:
             by_size[os.stat(p).st_size].append(i)
         except OSError:
@@ -248,7 +373,7 @@ def find_duplicates(paths: list[Path], prefer: list[bool] | None = None) -> dict
             continue
         by_hash: dict[str, list[int]] = defaultdict(list)
         for i in group:
-            digest = _file_digest(paths[i])
+            digest = content[i][2] if content is not None else _file_digest(paths[i])
             if digest is not None:
                 by_hash[digest].append(i)
         for same in by_hash.values():
@@ -259,16 +384,20 @@ def find_duplicates(paths: list[Path], prefer: list[bool] | None = None) -> dict
     return out
 
 
-def _previous(path: Path) -> tuple[dict[str, str], set[str]]:
-    """The previous manifest's shards by image id, and its originals (not duplicates)."""
+def _previous(path: Path) -> tuple[dict[str, str], set[str], dict[str, tuple]]:
+    """The previous manifest's shards by image id, its originals (not duplicates), and each
+    image's (size, mtime_ns, sha1) ({} for a manifest written before those columns)."""
     if not Path(path).is_file():
-        return {}, set()
+        return {}, set(), {}
     names = pq.read_schema(path).names
-    cols = ["image_id", "shard"] + (["duplicate_of"] if "duplicate_of" in names else [])
+    cols = ["image_id", "shard"] + [c for c in ("duplicate_of", *CONTENT_COLUMNS) if c in names]
     old = read_table(path, cols).to_pydict()
     dupes = old.get("duplicate_of") or [None] * len(old["image_id"])
     originals = {iid for iid, d in zip(old["image_id"], dupes) if d is None}
-    return dict(zip(old["image_id"], old["shard"])), originals
+    content = {}
+    if all(c in old for c in CONTENT_COLUMNS):
+        content = dict(zip(old["image_id"], zip(*(old[c] for c in CONTENT_COLUMNS))))
+    return dict(zip(old["image_id"], old["shard"])), originals, content
 
 
 def _skipped_hint(skipped: dict[str, list[str]]) -> str:
@@ -292,15 +421,31 @@ def build_manifest(settings: Settings, previous: Path | None = None) -> pa.Table
     messages, also logged as warnings; see ``manifest_notes``).
     """
     prev_path = previous or settings.manifest_path
-    old_shards, old_originals = _previous(prev_path)
-    rows, files = [], []
+    old_shards, old_originals, old_content = _previous(prev_path)
+    rows, files, content = [], [], []
+    changed: list[str] = []
     notes: list[str] = []
     skipped_total: Counter = Counter()
     skipped_by_source: dict[str, dict[str, int]] = {}
     escaped: list[str] = []
     for source in settings.sources:
         split_cfg = source.split
-        scanned = _scanned(settings, source)
+        outside: list[tuple[str, str]] = []
+        scanned = _scanned(settings, source, outside)
+        if outside:
+            examples = _examples([f"{p!r} ({why})" for p, why in outside], 2)
+            notes.append(
+                f"manifest: left out {len(outside)} entr{'ies' if len(outside) != 1 else 'y'} of source {source.id!r} "
+                f"whose path is not inside its root {utf8_text(str(source.root))} (e.g. {examples}); "
+                f"give {'them' if len(outside) != 1 else 'it'} a path relative to the root in the data set's labels")
+        unreadable = unreadable_folders(source.root) if source.root.is_dir() else []
+        if unreadable:
+            notes.append(
+                f"manifest: cannot list {len(unreadable)} folder{'s' if len(unreadable) != 1 else ''} under "
+                f"{utf8_text(str(source.root))} ({_examples([utf8_text(u) for u in unreadable])}); "
+                f"{'their' if len(unreadable) != 1 else 'its'} images are not in the manifest; make "
+                f"{'them' if len(unreadable) != 1 else 'it'} readable (chmod u+rx) or move "
+                f"{'them' if len(unreadable) != 1 else 'it'} out of the data root")
         skipped = skipped_files(source.root, (it.path for it in scanned))
         if skipped:
             counts = {k: len(v) for k, v in skipped.items()}
@@ -325,21 +470,29 @@ def build_manifest(settings: Settings, previous: Path | None = None) -> pa.Table
                 escaped.append(image_id)
             subject = utf8_text(it.subject) or image_id
             split = it.split or assign_split(subject, settings.seed, split_cfg.test, split_cfg.val)
+            before = old_content.get(image_id)
+            size, mtime_ns, sha1 = file_content(source.root / it.path, before)
+            if before is not None and before[2] is not None and sha1 != before[2]:
+                changed.append(image_id)
             rows.append(dict(image_id=image_id, dataset=source.id, path=path, subject=subject,
                              age=it.age, age_std=it.age_std, age_group=utf8_text(it.age_group),
                              split=split, fold=it.fold, shard=old_shards.get(image_id),
-                             path_bytes=raw, duplicate_of=None))
+                             path_bytes=raw, duplicate_of=None, size=size, mtime_ns=mtime_ns, sha1=sha1))
             files.append(source.root / it.path)
+            content.append((size, mtime_ns, sha1))
     if escaped:
         notes.append(
             f"manifest: {len(escaped)} file name{'s are' if len(escaped) != 1 else ' is'} not valid UTF-8 "
             f"(e.g. {_examples(escaped)}); recorded with \\xNN escapes and read under the real name; "
             f"rename {'them' if len(escaped) != 1 else 'it'} to UTF-8 for readable ids")
     # byte-identical copies: the later copy follows the first copy's split and is not labelled
-    dupes = find_duplicates(files, [r["image_id"] in old_originals for r in rows])
+    dupes = find_duplicates(files, [r["image_id"] in old_originals for r in rows], content)
     for i, first in sorted(dupes.items()):
         orig = rows[first]
         rows[i].update(duplicate_of=orig["image_id"], split=orig["split"], fold=orig["fold"])
+    if changed:
+        log.info("manifest: %d image(s) changed content since the last manifest (e.g. %s); their shards are "
+                 "cropped and labelled again", len(changed), _examples(changed))
     if dupes:
         pairs = [f"{rows[i]['image_id']} = {rows[j]['image_id']}" for i, j in sorted(dupes.items())]
         notes.append(
@@ -359,6 +512,7 @@ def build_manifest(settings: Settings, previous: Path | None = None) -> pa.Table
                 "skipped_by_source": json.dumps(skipped_by_source),
                 "duplicates": str(len(dupes)),
                 "escaped_names": str(len(escaped)),
+                "changed": str(len(changed)),
                 "notes": json.dumps(notes)}
     write_table(table, settings.manifest_path, metadata)
     for line in notes:

@@ -18,7 +18,7 @@ import pytest
 from agedistill_core import pipeline
 from agedistill_core.faces.crops import MIN_FACE, USABLE, crop_shard, min_face
 from agedistill_core.datasets import build_manifest
-from agedistill_core.datasets.base import assign_split, manifest_notes
+from agedistill_core.datasets.base import CONTENT_COLUMNS, assign_split, manifest_notes
 from agedistill_core.faces.crop import Detection, extract_face
 from agedistill_core.images import encode_png
 from agedistill_core.settings import FaceSettings
@@ -202,7 +202,7 @@ def test_manifest_written_before_the_new_columns_still_crops(tmp_path, tiny):
     root, faces = _folder(tmp_path, 2)
     _, s = tiny("old", root=root)
     build_manifest(s)
-    old = read_table(s.manifest_path).drop_columns(["path_bytes", "duplicate_of"])
+    old = read_table(s.manifest_path).drop_columns(["path_bytes", "duplicate_of", *CONTENT_COLUMNS])
     write_table(old, s.manifest_path)
     assert pq.read_schema(s.manifest_path).names[-1] == "shard"
     assert {r["status"] for r in _crops(s).values()} == {"ok"}
