@@ -356,6 +356,7 @@ def stage_version(settings: Settings, stage: str, key=None) -> str | None:
     if stage == "manifest":
         return _file_digest(settings.manifest_path)
     if stage in ("crops", "label"):
+        from agedistill_core.shards import shard_path, table_metadata
         path = shard_path(settings.crops_dir if stage == "crops" else settings.labels_dir, key)
         return (table_metadata(path).get("version") or None) if path.is_file() else None
     if stage == "vmage":
