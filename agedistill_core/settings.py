@@ -256,6 +256,18 @@ class StudentSettings:
     seed: Optional[Seed] = None  # training seed (init, order, augmentation); None = the profile's seed
     patience: Optional[Count] = None   # stop once the rate has decayed twice and val loss has not improved
                                        #   for this many epochs (convergence); None = always all epochs (SPEC)
+    init_from: Optional[StrictStr] = None  # warm start: this student checkpoint's weights only (a new run, own
+                                       #   schedule); init_checkpoint is its older name; relative to params.yaml
+    lr_factor: Annotated[Number, Field(gt=0)] = 1  # x the rate (students.lr or the architecture's): SPEC 5 fine-tuning 0.1
+    folds: Annotated[Whole, Field(ge=2, le=100)] = 5  # group protocol (loss groups | ordinal): k fixed-seed folds
+                                       #   stratified by group, where the data set has no official folds
+    teacher_in_loop: StrictBool = False  # consistent teaching: the teacher (1 variant) labels each augmented view
+    mixup: Annotated[Number, Field(ge=0, le=100)] = 0  # with teacher_in_loop: mixup between faces, Beta(a, a); 0 = off
+
+    @property
+    def init_path(self) -> Optional[str]:
+        """The warm-start checkpoint: ``init_from``, or its older name ``init_checkpoint``."""
+        return self.init_from or self.init_checkpoint
 
 
 @dataclass(frozen=True)

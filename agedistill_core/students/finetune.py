@@ -1,316 +1,405 @@
-"""Fine-tuning a distilled student on the benchmark protocols of SPEC section 5.
+"""Fine-tuning a distilled student on the benchmark protocols of SPEC section 5, through the
+one training engine (``students.engine.fit``): the same checkpoints, resume, metrics,
+progress and validated settings as distillation.
 
-* ``finetune_apparent_age`` - APPA-REAL / LAP layout (``datasets/appa_real.py``):
-  fine-tune the regression student on train+valid, test on test; MAE to the
-  apparent age, epsilon-error, and MAE to the real age; the zero-shot numbers
-  (before fine-tuning) are reported too.
-* ``finetune_adience`` - Adience (``datasets/adience.py``): the 1-output head is
-  replaced by an 8-way softmax (cross-entropy), the learning rate is the
-  student's / 10, 35 epochs; train on 4 official folds, test on the 5th; top-1
-  and 1-off averaged over the 5 rotations.
-* ``finetune_fairface`` - the same group protocol on FairFace's 9 groups with
-  ``k`` folds drawn by a fixed seed (FairFace has no official folds).
+A fine-tuning run is a profile: its data set (``dataset.name``/``root``) and its recipe
+(``students``): ``init_from`` (the distilled student), ``loss``, ``epochs``, ``lr`` x
+``lr_factor``, ``batch_size``, ``momentum``, ``folds``, ``seed``, ``threads``.
 
-Photos are turned into face crops once (``detector`` ``none`` when the images
-already are face crops, e.g. Adience's aligned faces) and kept as uint8 arrays
-in memory; training then augments them as in SPEC 4.
+* group protocol (``students.loss: groups`` or ``ordinal``), on a data set with age groups
+  (``fairface``: 9 groups; ``adience``: 8 groups and its 5 official folds): per fold, the
+  student's one-output head is replaced by a new head (``groups``: a softmax over the groups,
+  SPEC 5; ``ordinal``: cumulative logits, CORN), the body starts from ``init_from``, the
+  model trains on the other folds and is tested on this one (top-1, 1-off).  FairFace has no
+  folds: ``students.folds`` fixed-seed folds stratified by group.  The zero-shot student
+  (``init_from`` as it is, its age mapped to a group) and the profile's teacher are scored on
+  the same faces.
+* age protocol (any other loss) on APPA-REAL / LAP (``appa_real``): fine-tune the age head on
+  train+valid, test on test: MAE to the apparent age, epsilon-error, MAE to the real age,
+  before (zero-shot) and after.
 
-    python -m agedistill_core.students.finetune adience --root DATA/adience \\
-        --checkpoint data/utkface/students/mn3_small/best.pt [--epochs 35] [--json out.json]
+Faces are framed exactly as ``init_from`` records (its ``faces`` settings: detector, alignment,
+crop size, margin, JPEG quality) by the crops stage's own framing (``faces.crops``), so a
+dlib5-aligned student is fine-tuned and tested on dlib5-aligned faces, as ``predict`` frames
+them.  Each fold is a run folder ``<workdir>/students/<run>/fold<k>/`` (best.pt, last.pt,
+metrics.csv/png); ``result.json`` beside them holds the table.  The models fine-tuned here are
+never the shipped default.
+
+    python -m agedistill_core.students.finetune --profile fairface_groups [--json out.json]
+    python -m agedistill_core.students.finetune fairface --root ../shared/data/fairface \\
+        --checkpoint models/mn3_small_distilled/best.pt [--loss ordinal] [--epochs 35]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from agedistill_core.errors import AgedistillError, DataError, UnreadableImage
-from agedistill_core.evaluate.metrics import epsilon_error, group_accuracy, mae
-from agedistill_core.students.augment import AugmentConfig, augment_face, to_tensor
+from agedistill_core.errors import AgedistillError, ConfigError, DataError
+from agedistill_core.evaluate.metrics import age_to_group, epsilon_error, group_accuracy, mae
+from agedistill_core.settings import FaceSettings, Settings, load_settings
+from agedistill_core.shards import atomic_write_text
+from agedistill_core.students.augment import AugmentConfig
+from agedistill_core.students.checkpoint import load_checkpoint
+from agedistill_core.students.data import FaceDataset, quiet_opencv_threads
+from agedistill_core.students.distributed import init_distributed
+from agedistill_core.students.engine import Messages, Run, fit, predict, total_epochs
+from agedistill_core.students.losses import GROUP_LOSSES, make_loss
+from agedistill_core.students.train import base_lr, init_from_checkpoint, init_path, make_optimizer, run_name
+from agedistill_core.students.zoo import STUDENTS, create_student
+from agedistill_core.teacher.vmage import FaceSet
 
-Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    epochs: int = 35               # SPEC 5 (Adience): 35 epochs
-    lr_factor: float = 0.1         # SPEC 5: the student's learning rate / 10
-    lr: float | None = None        # explicit rate (overrides lr_factor)
-    lr_step_epochs: int | None = None  # None: constant rate; else x lr_gamma every so many epochs
-    lr_gamma: float = 0.2
-    momentum: float | None = None  # None: as the student was trained
-    batch_size: int | None = None  # None: as the student was trained
-    augment: bool = True
-    detector: str = "none"         # face detector for the photos; none = images are face crops
-    margin: float = 0.2
-    crop_size: int = 160
-    min_score: float = 0.5
-    folds: int = 5                 # FairFace k-fold
-    seed: int = 0
-    threads: int = 0               # torch threads; 0 = default
-    workers: int = 0
+LOG = logging.getLogger("agedistill.students.finetune")
+PROGRESS_EVERY_S = 30.0
 
 
-# --- faces ---------------------------------------------------------------------------
+# --- groups of the data sets --------------------------------------------------------------
 
-def load_crops(root: Path, paths: list[str], cfg: FinetuneConfig, log: Log = print) -> tuple[list[np.ndarray], list[int]]:
-    """Face crops of ``root/path`` (uint8, ``crop_size`` square); indices of the photos that gave one."""
-    from agedistill_core.faces import extract_face, make_detector
-    from agedistill_core.images import read_image
+def data_groups(name: str) -> tuple[tuple[str, ...], Callable[[np.ndarray], np.ndarray]]:
+    """The ordered age groups of data set ``name`` and the map from an age to its group."""
+    if name == "fairface":
+        from agedistill_core.datasets.fairface import FAIRFACE_GROUPS
+        return FAIRFACE_GROUPS, lambda ages: age_to_group(ages)
+    if name == "adience":
+        from agedistill_core.datasets.adience import _BOUNDS, ADIENCE_GROUPS
+        # an age between two groups goes to the nearer one: edges halfway across each gap
+        edges = [(hi + lo) / 2 for (_, hi), (lo, _) in zip(_BOUNDS[:-1], _BOUNDS[1:])]
+        return ADIENCE_GROUPS, lambda ages: age_to_group(ages, edges)
+    raise ConfigError(f"data set {name!r} has no age groups; the group protocol (students.loss groups | ordinal) "
+                      f"runs on fairface or adience")
 
-    det = make_detector(cfg.detector)
-    crops, kept, skipped = [], [], 0
+
+def stratified_folds(groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold of each face: within each group a fixed-seed permutation, dealt round-robin into
+    ``k`` folds (one running count across groups, so fold sizes differ by at most one)."""
+    groups = np.asarray(groups)
+    if k < 2:
+        raise DataError(f"k-fold needs k >= 2 folds, got {k}")
+    order = np.concatenate([np.flatnonzero(groups == g)[np.random.default_rng([seed, 5, int(g)]).permutation(
+        int((groups == g).sum()))] for g in np.unique(groups)]) if len(groups) else np.zeros(0, np.int64)
+    folds = np.empty(len(groups), np.int64)
+    folds[order] = np.arange(len(groups)) % k
+    return folds
+
+
+# --- faces, framed as the checkpoint records ----------------------------------------------
+
+def checkpoint_faces(config: dict, fallback: FaceSettings) -> FaceSettings:
+    """The framing a checkpoint was trained on (its ``faces``), else ``fallback``."""
+    recorded = config.get("faces")
+    if not isinstance(recorded, dict):
+        return fallback
+    known = {f.name for f in fields(FaceSettings)}
+    return replace(fallback, **{k: v for k, v in recorded.items() if k in known})
+
+
+def frame_photos(root: Path, paths: list[str], faces: FaceSettings,
+                 say: Callable[[str], None] = LOG.info) -> tuple[list[bytes], list[int]]:
+    """JPEG face crops of ``root/path`` framed by the crops stage (``faces.crops``) with
+    ``faces``; and the indices of the photos that gave one (the others are counted, by status)."""
+    from agedistill_core.faces.crops import USABLE, _crop_one
+
+    jpegs, kept, skipped = [], [], {}
+    t0 = last = time.perf_counter()
     for i, rel in enumerate(paths):
-        try:
-            fc = extract_face(read_image(Path(root) / rel), det, size=cfg.crop_size, margin=cfg.margin,
-                              min_score=cfg.min_score, whole_image_fallback=True)
-        except UnreadableImage as exc:
-            skipped += 1
-            if skipped <= 5:
-                log(f"{exc}; skipped")
-            continue
-        if fc.crop is None:
-            skipped += 1
-            continue
-        crops.append(fc.crop)
-        kept.append(i)
+        row = _crop_one(Path(root) / rel, rel, faces)
+        if row["status"] in USABLE and row["jpeg"] is not None:
+            jpegs.append(row["jpeg"])
+            kept.append(i)
+        else:
+            skipped[row["status"]] = skipped.get(row["status"], 0) + 1
+        now = time.perf_counter()
+        if now - last >= PROGRESS_EVERY_S and i + 1 < len(paths):
+            last = now
+            rate = (i + 1) / (now - t0)
+            say(f"framing {root}: {i + 1}/{len(paths)} photos, {rate:.1f}/s, {(len(paths) - i - 1) / rate:.0f} s left")
     if skipped:
-        log(f"{skipped} of {len(paths)} photos under {root} skipped (unreadable or no face)")
-    if not crops:
+        say(f"{sum(skipped.values())} of {len(paths)} photos under {root} give no face "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); left out")
+    if not jpegs:
         raise DataError(f"no usable face photos under {root}; check the image folders next to the label files")
-    return crops, kept
+    return jpegs, kept
 
 
-class CropDataset(Dataset):
-    """In-memory uint8 crops with targets; SPEC 4 augmentation, deterministic per (seed, epoch, index)."""
-
-    def __init__(self, crops: list[np.ndarray], targets: np.ndarray, size: int, margin: float,
-                 augment: AugmentConfig, seed: int = 0):
-        self.crops, self.targets, self.size, self.margin, self.augment, self.seed = (
-            crops, np.asarray(targets), size, margin, augment, seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        return augment_face(self.crops[i], self.size, self.margin, rng, self.augment), self.targets[i]
+def face_set(ids: list[str], jpegs: list[bytes], targets: np.ndarray) -> FaceSet:
+    """A ``FaceSet`` whose target is ``targets`` (ages, or group indices) and nothing else."""
+    n = len(jpegs)
+    t = np.asarray(targets, np.float32)
+    return FaceSet(list(ids), list(jpegs), t, None, np.zeros(n, np.float32), np.full(n, np.nan, np.float32), t)
 
 
-def _collate(items):
-    imgs, targets = zip(*items)
-    return to_tensor(np.stack(imgs)), torch.as_tensor(np.array(targets))
+# --- the run ----------------------------------------------------------------------------
+
+class Finetune:
+    """What every fold shares: the settings, the starting checkpoint, the framing, the head."""
+
+    def __init__(self, settings: Settings, n_groups: int | None = None, log: Callable[[str], None] | None = None,
+                 progress: bool = True):
+        cfg = settings.students
+        path = init_path(settings)
+        if path is None:
+            raise ConfigError(f"{settings.profile}: fine-tuning needs students.init_from (a distilled student's "
+                              f"best.pt)")
+        self.settings, self.path, self.progress, self.log = settings, path, progress, log
+        self.say = Messages(log, LOG)
+        self.ckpt = load_checkpoint(path)
+        c = self.ckpt["config"]
+        self.arch, self.input_size = c["arch"], int(cfg.input_size or c["input_size"])
+        self.faces = checkpoint_faces(c, settings.faces)
+        self.loss = make_loss(cfg.loss, n_groups=n_groups) if cfg.loss in GROUP_LOSSES else make_loss(cfg.loss)
+        self.loss.uses_probs = False
+        self.seed = cfg.seed if cfg.seed is not None else settings.seed
+        self.batch_size = cfg.batch_size or int(c.get("batch_size") or 128)
+        self.out = settings.students_dir / run_name(settings, self.arch)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        quiet_opencv_threads()
+
+    def dataset(self, faces: FaceSet, augment: bool) -> FaceDataset:
+        return FaceDataset(faces, self.input_size, self.faces.margin, AugmentConfig(enabled=augment and
+                                                                                  self.settings.students.augment),
+                           self.seed, threads=torch.get_num_threads())
+
+    def model(self) -> torch.nn.Module:
+        """The student of ``init_from``: its whole network (age head), or its body under a new
+        group head (initialised from the training seed)."""
+        import warnings
+
+        torch.manual_seed(self.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no ImageNet weights: they come from the checkpoint
+            model = create_student(self.arch, self.loss.n_outputs, None)
+        init_from_checkpoint(model, str(self.path), self.arch, head=not hasattr(self.loss, "n_groups"),
+                             ckpt=self.ckpt)
+        return model.to(memory_format=torch.channels_last)
+
+    def train(self, name: str, folder: str, train: FaceSet, data: dict) -> torch.nn.Module:
+        """Fine-tune on ``train`` in ``out/<folder>`` (resuming there); the trained model."""
+        cfg = self.settings.students
+        model = self.model()
+        optimizer, scheduler = make_optimizer(model, self.settings, self.arch)
+        config = {"arch": self.arch, "timm": STUDENTS.get(self.arch).timm_name,
+                  "input_size": self.input_size, "lr": optimizer.param_groups[0]["lr"], "batch_size": self.batch_size,
+                  "n_outputs": self.loss.n_outputs, "students": asdict(cfg), "profile": self.settings.profile,
+                  "seed": self.seed, "data": {"train": train.fingerprint(), "train_faces": len(train), **data},
+                  "faces": asdict(self.faces), "init_from": str(self.path)}
+        run = Run(name=name, out=self.out / folder, config=config, epochs=cfg.epochs, batch_size=self.batch_size,
+                  seed=self.seed, dist=init_distributed(), workers=cfg.workers, lr_step_epochs=cfg.lr_step_epochs,
+                  epochs_before=total_epochs(self.ckpt))
+        fit(model, self.loss, optimizer, scheduler, self.dataset(train, True), None, run,
+            log=self.log, progress=self.progress)
+        return model
+
+    def outputs(self, model, faces: FaceSet) -> torch.Tensor:
+        return predict(model, self.dataset(faces, False), 256, 0, torch.device("cpu"))
 
 
-# --- model ---------------------------------------------------------------------------
-
-@dataclass
-class Start:
-    model: torch.nn.Module
-    arch: str
-    input_size: int
-    lr: float
-    momentum: float
-    batch_size: int
-    loss_name: str
-
-
-def start_from(checkpoint, n_classes: int | None, cfg: FinetuneConfig) -> Start:
-    """The distilled student; with ``n_classes`` its head is replaced by a fresh ``n_classes``-way layer."""
+def _zero_shot(path: Path, jpegs: list[bytes]) -> np.ndarray:
+    """The starting student's ages, through ``predict``'s path (``inference.load_student``)."""
     from agedistill_core.students.inference import load_student
 
-    student = load_student(checkpoint)
-    c = student.config
-    model = student.model
-    if n_classes is not None:
-        torch.manual_seed(cfg.seed)
-        model.reset_classifier(n_classes)
-    students = c.get("students", {})
-    base_lr = float(c.get("lr") or 0.005)
-    lr = cfg.lr if cfg.lr is not None else base_lr * cfg.lr_factor
-    momentum = cfg.momentum if cfg.momentum is not None else float(students.get("momentum") or 0.0)
-    batch = cfg.batch_size or int(c.get("batch_size") or 128)
-    return Start(model, student.arch, student.input_size, lr, momentum, batch, students.get("loss", "paper"))
+    return load_student(path).predict_jpegs(jpegs)
 
 
-def fit(start: Start, crops: list[np.ndarray], targets: np.ndarray, kind: str, cfg: FinetuneConfig,
-        log: Log = print, label: str = "") -> torch.nn.Module:
-    """Train ``start.model`` in place: ``kind`` ``age`` (the student's own loss) or ``group`` (cross-entropy)."""
-    from agedistill_core.students.losses import make_loss
+def _teacher_ages(settings: Settings, jpegs: list[bytes]) -> np.ndarray:
+    """The profile's teacher's ages of the same crops (its labelling path)."""
+    from agedistill_core.images import decode_image
+    from agedistill_core.teacher.label import get_teacher
 
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    model = start.model
-    loss_fn = make_loss(start.loss_name) if kind == "age" else torch.nn.CrossEntropyLoss()
-    ds = CropDataset(crops, targets, start.input_size, cfg.margin, AugmentConfig(enabled=cfg.augment), cfg.seed)
-    opt = torch.optim.SGD(model.parameters(), lr=start.lr, momentum=start.momentum)
-    sched = (torch.optim.lr_scheduler.StepLR(opt, cfg.lr_step_epochs, cfg.lr_gamma) if cfg.lr_step_epochs else None)
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        ds.epoch = epoch
-        order = np.random.default_rng([cfg.seed, epoch, 99]).permutation(len(ds)).tolist()
-        loader = DataLoader(torch.utils.data.Subset(ds, order), batch_size=start.batch_size, shuffle=False,
-                            num_workers=cfg.workers, collate_fn=_collate)
-        model.train()
-        tot, n = 0.0, 0
-        for x, y in loader:
-            out = model(x)
-            loss = loss_fn(out, y.float()) if kind == "age" else loss_fn(out, y.long())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            tot += float(loss.detach()) * len(y)
-            n += len(y)
-        if sched is not None:
-            sched.step()
-        log(f"{label}epoch {epoch + 1}/{cfg.epochs}: loss {tot / max(n, 1):.3f} ({time.perf_counter() - t0:.1f} s)")
-    return model
+    teacher = get_teacher(settings)
+    size = max(teacher.input_sizes)
+    ages = []
+    for i in range(0, len(jpegs), 64):
+        crops = np.stack([_resize(decode_image(j), size) for j in jpegs[i:i + 64]])
+        ages.append(teacher.label(crops).age)
+    return np.concatenate(ages)
 
 
-@torch.no_grad()
-def outputs(model: torch.nn.Module, crops: list[np.ndarray], size: int, batch_size: int = 128) -> torch.Tensor:
-    import cv2
-
-    model.eval()
-    out = []
-    for i in range(0, len(crops), batch_size):
-        batch = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in crops[i:i + batch_size]])
-        out.append(model(to_tensor(batch)).float())
-    return torch.cat(out) if out else torch.zeros(0)
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    from agedistill_core.images import resize
+    return img if img.shape[0] == size else resize(img, size)
 
 
-def predict_ages(start: Start, crops: list[np.ndarray]) -> np.ndarray:
-    from agedistill_core.students.losses import make_loss
+def finetune_groups(settings: Settings, *, teacher: bool = True, log: Callable[[str], None] | None = None,
+                    progress: bool = True) -> dict:
+    """The group protocol on the profile's data set (see the module's doc); the table as a dict."""
+    from agedistill_core.datasets import DATASETS
 
-    return make_loss(start.loss_name).ages(outputs(start.model, crops, start.input_size)).numpy()
+    name = settings.dataset.name
+    if settings.dataset.sources:
+        raise ConfigError(f"{settings.profile}: the group protocol runs on one data set, not on dataset.sources")
+    group_names, to_group = data_groups(name)
+    ft = Finetune(settings, len(group_names), log, progress)
+    root = settings.data_root
+    items = list(DATASETS.get(name)(root))
+    if not items:
+        raise DataError(f"no labelled photos under {root}")
+    ft.say(f"{settings.profile}: {len(items)} {name} photos, framed as {ft.path} records "
+           f"({ft.faces.detector}+{ft.faces.align}, {ft.faces.crop_size} px)")
+    jpegs, kept = frame_photos(root, [it.path for it in items], ft.faces, ft.say)
+    items = [items[i] for i in kept]
+    groups = np.array([group_names.index(it.age_group) for it in items])
+    official = all(it.fold is not None for it in items)
+    folds = (np.array([it.fold for it in items]) if official
+             else stratified_folds(groups, settings.students.folds, ft.seed))
+    zero = to_group(_zero_shot(ft.path, jpegs))
+    teach = to_group(_teacher_ages(settings, jpegs)) if teacher else None
+    ids = [it.path for it in items]
+    per_fold = []
+    for k in sorted(set(folds.tolist())):
+        test, train = np.flatnonzero(folds == k), np.flatnonzero(folds != k)
+        if len(train) == 0 or len(test) == 0:
+            continue
+        tr = face_set([ids[i] for i in train], [jpegs[i] for i in train], groups[train])
+        te = face_set([ids[i] for i in test], [jpegs[i] for i in test], groups[test])
+        model = ft.train(f"{name} {settings.students.loss} fold {k}", f"fold{k}", tr,
+                         {"fold": int(k), "test": te.fingerprint(), "test_faces": len(te)})
+        pred = ft.loss.groups(ft.outputs(model, te)).numpy()
+        row = {"fold": int(k), "train_faces": int(len(train)), "test_faces": int(len(test))}
+        row["top1"], row["one_off"] = group_accuracy(pred, groups[test])
+        row["zero_shot_top1"], row["zero_shot_one_off"] = group_accuracy(zero[test], groups[test])
+        if teach is not None:
+            row["teacher_top1"], row["teacher_one_off"] = group_accuracy(teach[test], groups[test])
+        per_fold.append(row)
+        ft.say(f"{name} fold {k}: top-1 {row['top1']:.3f}, 1-off {row['one_off']:.3f} "
+               f"(zero-shot {row['zero_shot_top1']:.3f} / {row['zero_shot_one_off']:.3f}; {len(test)} test faces)")
+    if not per_fold:
+        raise DataError(f"{name}: need at least two non-empty folds")
+    keys = [k for k in per_fold[0] if k not in ("fold", "train_faces", "test_faces")]
+    result = {"protocol": "groups", "profile": settings.profile, "data": name, "root": str(root),
+              "head": settings.students.loss, "checkpoint": str(ft.path), "arch": ft.arch,
+              "faces": f"{ft.faces.detector}+{ft.faces.align}", "n_groups": len(group_names),
+              "groups": list(group_names), "faces_used": len(items), "official_folds": official,
+              "epochs": settings.students.epochs, "lr": base_lr(settings, ft.arch),
+              "batch_size": ft.batch_size, "seed": ft.seed, "run": str(ft.out),
+              **{k: float(np.mean([f[k] for f in per_fold])) for k in keys}, "folds": per_fold}
+    atomic_write_text(ft.out / "result.json", json.dumps(result, indent=2))
+    return result
 
 
-# --- protocols -----------------------------------------------------------------------
-
-def finetune_apparent_age(checkpoint, root, cfg: FinetuneConfig = FinetuneConfig(), log: Log = print) -> dict:
-    """APPA-REAL / LAP: fine-tune on train+valid, test on test (MAE and epsilon-error)."""
+def finetune_apparent_age(settings: Settings, *, log: Callable[[str], None] | None = None,
+                          progress: bool = True) -> dict:
+    """APPA-REAL / LAP: fine-tune the age head on train+valid, test on test (MAE and epsilon-error)."""
     from agedistill_core.datasets.appa_real import read_appa_real
 
-    rows = read_appa_real(Path(root))
+    root = settings.data_root
+    rows = read_appa_real(root)
     train_rows = [r for r in rows if r.split in ("train", "val")]
     test_rows = [r for r in rows if r.split == "test"]
     if not train_rows or not test_rows:
         raise DataError(f"{root}: need gt_avg_train.csv (and/or gt_avg_valid.csv) and gt_avg_test.csv rows")
-    tr_crops, tr_kept = load_crops(Path(root), [r.path for r in train_rows], cfg, log)
-    te_crops, te_kept = load_crops(Path(root), [r.path for r in test_rows], cfg, log)
+    ft = Finetune(settings, None, log, progress)
+    tr_jpegs, tr_kept = frame_photos(root, [r.path for r in train_rows], ft.faces, ft.say)
+    te_jpegs, te_kept = frame_photos(root, [r.path for r in test_rows], ft.faces, ft.say)
     test = [test_rows[i] for i in te_kept]
     m = np.array([r.apparent_age for r in test])
     s = np.array([r.apparent_std for r in test])
     real = np.array([np.nan if r.real_age is None else r.real_age for r in test])
 
-    start = start_from(checkpoint, None, cfg)
-
     def scores(ages):
         return {"mae_apparent": mae(ages, m), "epsilon_error": epsilon_error(ages, m, s), "mae_real": mae(ages, real)}
 
-    zero = scores(predict_ages(start, te_crops))
-    fit(start, tr_crops, np.array([train_rows[i].apparent_age for i in tr_kept], np.float32), "age", cfg, log,
-        "apparent age ")
-    tuned = scores(predict_ages(start, te_crops))
-    return {"protocol": "appa_real", "checkpoint": str(checkpoint), "arch": start.arch,
-            "train_faces": len(tr_crops), "test_faces": len(te_crops), "lr": start.lr, "config": asdict(cfg),
-            "zero_shot": zero, **tuned}
+    zero = scores(_zero_shot(ft.path, te_jpegs))
+    tr = face_set([train_rows[i].path for i in tr_kept], tr_jpegs, [train_rows[i].apparent_age for i in tr_kept])
+    te = face_set([r.path for r in test], te_jpegs, m)
+    model = ft.train("apparent age", "train_valid", tr, {"test": te.fingerprint(), "test_faces": len(te)})
+    tuned = scores(ft.loss.ages(ft.outputs(model, te)).numpy())
+    result = {"protocol": "appa_real", "profile": settings.profile, "checkpoint": str(ft.path), "arch": ft.arch,
+              "train_faces": len(tr), "test_faces": len(te), "batch_size": ft.batch_size, "run": str(ft.out),
+              "zero_shot": zero, **tuned}
+    atomic_write_text(ft.out / "result.json", json.dumps(result, indent=2, default=_json_default))
+    return result
 
 
-def finetune_groups(checkpoint, crops: list[np.ndarray], groups: np.ndarray, folds: np.ndarray, n_groups: int,
-                    cfg: FinetuneConfig = FinetuneConfig(), log: Log = print, name: str = "groups") -> dict:
-    """Group protocol: for each fold, a fresh ``n_groups``-way head, train on the others, test on it."""
-    groups, folds = np.asarray(groups), np.asarray(folds)
-    per_fold = []
-    for k in sorted(set(folds.tolist())):
-        test = np.flatnonzero(folds == k)
-        train = np.flatnonzero(folds != k)
-        if len(train) == 0 or len(test) == 0:
-            continue
-        start = start_from(checkpoint, n_groups, cfg)
-        fit(start, [crops[i] for i in train], groups[train], "group", cfg, log, f"{name} fold {k}: ")
-        pred = outputs(start.model, [crops[i] for i in test], start.input_size).argmax(1).numpy()
-        top1, one_off = group_accuracy(pred, groups[test])
-        per_fold.append({"fold": int(k), "train_faces": int(len(train)), "test_faces": int(len(test)),
-                         "top1": top1, "one_off": one_off})
-        log(f"{name} fold {k}: top-1 {top1:.3f}, 1-off {one_off:.3f} ({len(test)} test faces)")
-    if not per_fold:
-        raise DataError(f"{name}: need at least two non-empty folds")
-    return {"protocol": name, "checkpoint": str(checkpoint), "n_groups": n_groups, "config": asdict(cfg),
-            "top1": float(np.mean([f["top1"] for f in per_fold])),
-            "one_off": float(np.mean([f["one_off"] for f in per_fold])), "folds": per_fold}
+def finetune(settings: Settings, *, teacher: bool = True, log: Callable[[str], None] | None = None,
+             progress: bool = True) -> dict:
+    """The profile's protocol: groups (``students.loss`` groups | ordinal) or apparent age."""
+    if settings.students.loss in GROUP_LOSSES:
+        return finetune_groups(settings, teacher=teacher, log=log, progress=progress)
+    if settings.dataset.name == "appa_real":
+        return finetune_apparent_age(settings, log=log, progress=progress)
+    raise ConfigError(f"{settings.profile}: fine-tuning runs the group protocol (students.loss groups | ordinal, on "
+                      f"fairface or adience) or the apparent-age one (dataset appa_real); this profile has loss "
+                      f"{settings.students.loss} on {settings.dataset.name}")
 
 
-def finetune_adience(checkpoint, root, cfg: FinetuneConfig = FinetuneConfig(), log: Log = print) -> dict:
-    from agedistill_core.datasets.adience import ADIENCE_GROUPS, read_adience
+# --- command line -------------------------------------------------------------------------
 
-    rows, dropped = read_adience(Path(root))
-    crops, kept = load_crops(Path(root), [r.path for r in rows], cfg, log)
-    res = finetune_groups(checkpoint, crops, np.array([rows[i].group for i in kept]),
-                          np.array([rows[i].fold for i in kept]), len(ADIENCE_GROUPS), cfg, log, "adience")
-    return {**res, "dropped_labels": dropped}
+PROTOCOLS = ("adience", "appa_real", "fairface")
 
 
-def kfold(n: int, k: int, seed: int) -> np.ndarray:
-    """Fold of each of ``n`` items: a fixed-seed permutation dealt round-robin into ``k`` folds."""
-    if k < 2:
-        raise DataError(f"k-fold needs k >= 2 folds, got {k}")
-    folds = np.empty(n, np.int64)
-    folds[np.random.default_rng([seed, 5]).permutation(n)] = np.arange(n) % k
-    return folds
-
-
-def finetune_fairface(checkpoint, root, cfg: FinetuneConfig = FinetuneConfig(), log: Log = print) -> dict:
-    from agedistill_core.datasets.fairface import FAIRFACE_GROUPS, scan_fairface
-
-    items = list(scan_fairface(Path(root)))
-    crops, kept = load_crops(Path(root), [it.path for it in items], cfg, log)
-    groups = np.array([FAIRFACE_GROUPS.index(items[i].age_group) for i in kept])
-    return finetune_groups(checkpoint, crops, groups, kfold(len(kept), cfg.folds, cfg.seed), len(FAIRFACE_GROUPS),
-                           cfg, log, "fairface")
-
-
-PROTOCOLS = {"appa_real": finetune_apparent_age, "adience": finetune_adience, "fairface": finetune_fairface}
+def legacy_overrides(protocol: str, root: str, checkpoint: str, a: argparse.Namespace) -> dict:
+    """Settings overrides of the older form ``finetune PROTOCOL --root R --checkpoint C``."""
+    ckpt = load_checkpoint(checkpoint)
+    st = ckpt["config"].get("students", {})
+    students = {"init_from": str(Path(checkpoint).resolve()), "init_checkpoint": None, "epochs": 35,
+                "lr_factor": 0.1, "lr_step_epochs": 100, "momentum": float(st.get("momentum") or 0.0),
+                "loss": a.loss or ("groups" if protocol != "appa_real" else st.get("loss", "paper")),
+                "tag": None, "sources": []}
+    return {"dataset": {"name": protocol, "root": str(Path(root).resolve()), "sources": []},
+            "workdir": str(Path("data") / f"finetune_{protocol}"), "students": students}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m agedistill_core.students.finetune",
-                                description="Fine-tune a distilled student on a SPEC 5 protocol.")
-    p.add_argument("protocol", choices=sorted(PROTOCOLS))
-    p.add_argument("--root", required=True, help="the data set folder (official layout)")
-    p.add_argument("--checkpoint", required=True, help="a distilled student checkpoint (best.pt)")
+                                description="Fine-tune a distilled student on a SPEC 5 protocol (a profile's recipe).")
+    p.add_argument("protocol", nargs="?", choices=PROTOCOLS,
+                   help="older form: the data set's layout (with --root and --checkpoint)")
+    p.add_argument("--profile", help="a profile of params.yaml (its data set and students recipe)")
+    p.add_argument("--params")
+    p.add_argument("--root", help="older form: the data set folder")
+    p.add_argument("--checkpoint", help="the distilled student to start from (students.init_from)")
     p.add_argument("--json", help="also write the result here")
+    p.add_argument("--no-teacher", action="store_true", help="do not score the teacher (group protocol)")
     for f in ("epochs", "folds", "seed", "threads", "batch_size", "lr_step_epochs"):
         p.add_argument(f"--{f.replace('_', '-')}", type=int)
     for f in ("lr", "lr_factor", "momentum"):
         p.add_argument(f"--{f.replace('_', '-')}", type=float)
-    p.add_argument("--detector", help="face detector for the photos (default none: images are face crops)")
+    p.add_argument("--loss", choices=("groups", "ordinal", "paper", "l1", "distribution"))
     p.add_argument("--no-augment", action="store_true")
-    args = p.parse_args(argv)
-    over = {k: v for k, v in vars(args).items()
-            if k in FinetuneConfig.__dataclass_fields__ and v is not None}
-    cfg = replace(FinetuneConfig(), **over, augment=not args.no_augment)
+    a = p.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        result = PROTOCOLS[args.protocol](args.checkpoint, args.root, cfg)
+        if a.protocol:
+            if not (a.root and a.checkpoint):
+                raise ConfigError(f"finetune {a.protocol} needs --root and --checkpoint (or use --profile)")
+            over = legacy_overrides(a.protocol, a.root, a.checkpoint, a)
+        elif a.profile:
+            over = {"students": {"loss": a.loss}} if a.loss else {}
+            if a.checkpoint:  # students.init_from
+                over.setdefault("students", {}).update(init_from=str(Path(a.checkpoint).resolve()),
+                                                       init_checkpoint=None)
+        else:
+            raise ConfigError("give --profile P (a profile with students.init_from), or PROTOCOL --root --checkpoint")
+        st = over.setdefault("students", {})
+        st.update({k: getattr(a, k) for k in ("epochs", "folds", "seed", "threads", "batch_size", "lr_step_epochs",
+                                              "lr", "lr_factor", "momentum") if getattr(a, k) is not None})
+        if a.no_augment:
+            st["augment"] = False
+        settings = load_settings(a.profile, a.params, over)
+        result = finetune(settings, teacher=not a.no_teacher)
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    text = json.dumps(result, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v) else str(v))
-    if args.json:
-        from agedistill_core.shards import atomic_write_text
-        atomic_write_text(Path(args.json), text)
+    text = json.dumps(result, indent=2, default=_json_default)
+    if a.json:
+        atomic_write_text(Path(a.json), text)
     print(text)
     return 0
+
+
+def _json_default(v):
+    return None if isinstance(v, float) and math.isnan(v) else str(v)
 
 
 if __name__ == "__main__":

@@ -207,3 +207,90 @@ def band_weights(target_age, power: float = 1.0) -> np.ndarray:
         share = counts / counts.sum()
         w[known] = (1.0 / share[inverse]) ** float(power)
     return w / w.mean()
+
+
+# --- group heads (SPEC 5 group protocol): targets are group indices 0..K-1 -----------------
+
+class _GroupLoss:
+    """A head over ``n_groups`` ordered age groups; ``ages`` gives the predicted group index
+    (so the engine's MAE is the mean distance in groups, and 0 means every face right)."""
+
+    def __init__(self, n_groups: int = 2):
+        if not (isinstance(n_groups, int) and n_groups >= 2):
+            raise ConfigError(f"a group head needs at least 2 groups, got {n_groups!r}")
+        self.n_groups = int(n_groups)
+
+    def _check(self, outputs: torch.Tensor) -> None:
+        if outputs.ndim != 2 or outputs.shape[1] != self.n_outputs:
+            raise ValueError(f"{type(self).__name__} expects (N, {self.n_outputs}) outputs, got {tuple(outputs.shape)}")
+
+    def _groups(self, target, ref: torch.Tensor) -> torch.Tensor:
+        t = _target(target, ref).round().long()
+        if bool(((t < 0) | (t >= self.n_groups)).any()):
+            raise ValueError(f"group targets must be in 0..{self.n_groups - 1}")
+        return t
+
+    def groups(self, outputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def ages(self, outputs: torch.Tensor) -> torch.Tensor:
+        return self.groups(outputs).to(outputs.dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(n_groups={self.n_groups})"
+
+
+@LOSSES.register("groups")
+class GroupSoftmaxLoss(_GroupLoss):
+    """SPEC 5 (Adience protocol): a softmax over the groups, cross-entropy."""
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_groups
+
+    def groups(self, outputs):
+        self._check(outputs)
+        return outputs.argmax(1)
+
+    def __call__(self, outputs, target_age, target_probs=None, weight=None) -> torch.Tensor:
+        self._check(outputs)
+        per = torch.nn.functional.cross_entropy(outputs, self._groups(target_age, outputs), reduction="none")
+        return _weighted_mean(per, weight)
+
+
+@LOSSES.register("ordinal")
+class OrdinalLoss(_GroupLoss):
+    """Ordinal head with cumulative logits, trained as CORN (Shi, Cao and Raschka 2023).
+
+    ``K - 1`` outputs; output ``k`` is the logit of P(group > k | group > k - 1), learned only
+    on the faces whose group is above ``k - 1`` (binary cross-entropy).  The cumulative
+    probability P(group > k) is the product of the first ``k + 1`` conditional ones, so it
+    never rises with ``k`` (rank-consistent), and the predicted group is the number of
+    thresholds whose cumulative probability exceeds 0.5.  A plain linear head: checkpoints
+    load into the architecture with ``K - 1`` outputs.
+    """
+
+    @property
+    def n_outputs(self) -> int:
+        return self.n_groups - 1
+
+    def cumulative(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(N, K-1): P(group > k)."""
+        self._check(outputs)
+        return torch.cumprod(torch.sigmoid(outputs), dim=1)
+
+    def groups(self, outputs):
+        return (self.cumulative(outputs) > 0.5).sum(1)
+
+    def __call__(self, outputs, target_age, target_probs=None, weight=None) -> torch.Tensor:
+        self._check(outputs)
+        y = self._groups(target_age, outputs).view(-1, 1)
+        k = torch.arange(self.n_outputs, device=outputs.device).view(1, -1)
+        active = (y > k - 1).to(outputs.dtype)           # task k sees the faces above group k - 1
+        label = (y > k).to(outputs.dtype)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(outputs, label, reduction="none")
+        per = (bce * active).sum(1) / active.sum(1).clamp_min(1)  # mean over each face's active tasks
+        return _weighted_mean(per, weight)
+
+
+GROUP_LOSSES = ("groups", "ordinal")

@@ -27,6 +27,7 @@ import torch
 from agedistill_core.errors import AgedistillError
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
+from agedistill_core.students.engine import total_epochs
 
 
 def median_seconds(fn, reps: int) -> float:
@@ -75,6 +76,10 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
     data = cfg.get("data", {})
     run = checkpoint.parent.name
     rows = [r for r in report.get("by_source", []) if r.get("run") in (run, "teacher")]
+    init = st.get("init_from") or st.get("init_checkpoint")
+    start = f"warm-started from `{init}`" if init else "from random weights (no ImageNet weights offline)"
+    world = (f"; {cfg['world_size']} process(es), global batch {cfg.get('global_batch')}"
+             if cfg.get("world_size") else "")
     groups = [r for r in report.get("rows", [])
               if (r.get("run") == run or r.get("kind") == "teacher") and r.get("group_top1") is not None]
     lines = [
@@ -98,7 +103,10 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
         f"- Loss `{st.get('loss')}`, weighting `{st.get('weighting')}`, balance `{st.get('balance', 'none')}`; SGD lr "
         f"{cfg.get('lr')} x{st.get('lr_gamma')} every {st.get('lr_step_epochs')} epochs, momentum {st.get('momentum')}, "
         f"batch {cfg.get('batch_size')}, SPEC augmentation, seed {cfg.get('seed')}; best validation loss kept "
-        f"(epoch {int(ckpt.get('epoch', -1)) + 1}); from random weights (no ImageNet weights offline).",
+        f"(epoch {int(ckpt.get('epoch', -1)) + 1} of this run); {start}.",
+        f"- Epochs behind these weights: {total_epochs(ckpt)} in total "
+        f"({int(cfg.get('epochs_before') or 0)} before this run's warm start, {int(ckpt.get('epoch', -1)) + 1} in it)"
+        f"{world}.",
         "",
         "## Accuracy (test splits, MAE in years)",
         "",
@@ -146,7 +154,8 @@ def ship(profile: str, checkpoint: str, report: str, out: str, params: str | Non
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     slim = {k: ckpt[k] for k in ("format", "version", "model", "epoch", "best_val", "config") if k in ckpt}
-    slim.update(optimizer=None, scheduler=None, rng=None, extra={"val_mae": (ckpt.get("extra") or {}).get("val_mae")})
+    slim.update(optimizer=None, scheduler=None, rng=None, extra={"val_mae": (ckpt.get("extra") or {}).get("val_mae"),
+                                                                  "total_epochs": total_epochs(ckpt)})
     from agedistill_core.shards import atomic_path
     with atomic_path(out_dir / "best.pt") as tmp:
         torch.save(slim, tmp)

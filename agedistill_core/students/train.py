@@ -5,7 +5,14 @@ SGD (momentum is a parameter), the architecture's learning rate multiplied by
 best-validation-loss checkpoint kept as ``best.pt``, and ``last.pt`` written
 atomically after every epoch so a killed run resumes where it stopped (model,
 optimizer, scheduler, epoch and RNG states): resuming gives the same weights
-as an uninterrupted run (tests/students/test_train_protocol.py).
+as an uninterrupted run (tests/students/test_train_protocol.py).  The loop is the
+one training engine's (``students.engine.fit``), which fine-tuning uses too.
+
+``students.init_from`` (older name ``init_checkpoint``) warm-starts from another
+student's weights (a new run with its own schedule); the checkpoints record the total
+epochs behind their weights.  ``students.teacher_in_loop`` replaces the label table's
+targets by the teacher's labels of the very augmented (and, with ``students.mixup``,
+mixed) view the student sees, computed beside the step in the batch thread.
 
 Runs under ``torchrun --nproc_per_node K`` too (gloo on CPU, nccl on GPUs):
 each process trains on its equal-length shard of every epoch, DDP averages
@@ -13,39 +20,63 @@ gradients, and rank 0 alone writes checkpoints and logs::
 
     torchrun --standalone --nproc_per_node 2 -m agedistill_core.cli --profile P train
 
-Metrics go to
-``metrics.csv`` / ``metrics.png`` and, when ``torch.utils.tensorboard`` can be
-imported (the ``tensorboard`` package), to ``tb/`` as TensorBoard events.
+A resume with another number of processes or another global batch is refused.
+Metrics go to ``metrics.csv`` / ``metrics.png`` and, when ``torch.utils.tensorboard``
+can be imported (the ``tensorboard`` package), to ``tb/`` as TensorBoard events.
 """
 from __future__ import annotations
 
-import csv
+import hashlib
 import json
-import io
-import math
-import time
-from dataclasses import asdict
+import logging
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from agedistill_core.settings import Settings
-from agedistill_core.shards import atomic_write_text
+from agedistill_core.errors import CheckpointError, ConfigError
+from agedistill_core.settings import Settings, StudentSettings
 from agedistill_core.students.augment import AugmentConfig
-from agedistill_core.students.checkpoint import load_checkpoint, load_into, restore_rng, save_checkpoint
-from agedistill_core.students.data import FaceDataset, iter_batches, quiet_opencv_threads
-from agedistill_core.teacher.vmage import FaceSet, load_splits
-from agedistill_core.students.distributed import all_reduce_mean, barrier, epoch_indices, init_distributed
-from agedistill_core.students.losses import agreement_weights, band_weights, make_loss
+from agedistill_core.students.checkpoint import load_checkpoint
+from agedistill_core.students.data import FaceDataset, quiet_opencv_threads
+from agedistill_core.students.distributed import init_distributed
+from agedistill_core.students import engine
+from agedistill_core.students.engine import (METRICS, Run, evaluate, fit, plot_metrics,  # noqa: F401
+                                             same_recipe, total_epochs, train_step, write_metrics)
+from agedistill_core.students.losses import GROUP_LOSSES, agreement_weights, band_weights, make_loss
 from agedistill_core.students.zoo import STUDENTS, create_student
+from agedistill_core.teacher.vmage import FaceSet, load_splits
 
-METRICS = ["epoch", "lr", "steps", "train_loss", "train_mae", "val_loss", "val_mae", "seconds", "faces_per_s"]
+LOG = logging.getLogger("agedistill.students.train")
+
+# What a run's folder name hashes: the recipe fields that change the weights (beside the
+# readable parts) and the profile's data.  Two recipes that differ in any never share a folder.
+RECIPE_KEYS = ("epochs", "lr", "lr_factor", "lr_step_epochs", "lr_gamma", "lr_schedule", "batch_size", "momentum",
+               "weight_decay", "input_size", "augment", "loss", "teacher_in_loop", "mixup", "folds")
 
 
-def run_name(settings: Settings, arch: str) -> str:
-    """Folder name of a training run: the architecture, plus what differs from the default recipe."""
+def student_defaults() -> dict:
+    """The students section's defaults (resume compares older checkpoints with them)."""
+    return _jsonable(asdict(StudentSettings()))
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def recipe_hash(settings: Settings) -> str:
+    """6 hex digits of the recipe fields and the data behind a run (``RECIPE_KEYS``, the warm
+    start, the profile's dataset, split and faces)."""
+    s = settings.students
+    payload = {"students": {k: getattr(s, k) for k in RECIPE_KEYS}, "init": s.init_path,
+               "data": {k: asdict(getattr(settings, k)) for k in ("dataset", "split", "faces")}}
+    text = json.dumps(_jsonable(payload), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
+def _readable(settings: Settings, arch: str) -> list[str]:
     s = settings.students
     parts = [arch]
     if s.label_source != "teacher":
@@ -60,13 +91,25 @@ def run_name(settings: Settings, arch: str) -> str:
         parts.append("+".join(s.sources))
     if s.max_train_faces is not None:
         parts.append(f"n{s.max_train_faces}")
-    if s.init_checkpoint:
+    if s.init_path:
         parts.append("ft")
     if s.seed is not None:
         parts.append(f"s{s.seed}")
     if s.tag:
         parts.append(str(s.tag))
-    return "-".join(parts)
+    return parts
+
+
+def run_name(settings: Settings, arch: str) -> str:
+    """Folder name of a training run: the architecture and what differs from the default recipe
+    (readable), then a short hash of the recipe and the data (``recipe_hash``), so that two
+    different recipes never share a folder, e.g. ``mn3_small-s1-3f9a0c``."""
+    return "-".join(_readable(settings, arch) + [recipe_hash(settings)])
+
+
+def legacy_run_name(settings: Settings, arch: str) -> str:
+    """The folder name before the recipe hash (runs started by older code resume from there)."""
+    return "-".join(_readable(settings, arch))
 
 
 def run_dir(settings: Settings, arch: str) -> Path:
@@ -80,13 +123,18 @@ def _subsample(faces: FaceSet, limit: int | None, seed: int) -> FaceSet:
     return faces.subset(idx)
 
 
-def make_optimizer(model: torch.nn.Module, settings: Settings, arch: str):
-    """SGD at the architecture's rate (or ``students.lr``) and the SPEC step schedule:
-    the rate is multiplied by ``lr_gamma`` every ``lr_step_epochs`` epochs
-    (``scheduler.step()`` once per epoch)."""
+def base_lr(settings: Settings, arch: str) -> float:
+    """``students.lr`` (or the architecture's SPEC rate) x ``students.lr_factor``."""
     cfg = settings.students
-    lr = cfg.lr if cfg.lr is not None else STUDENTS.get(arch).lr
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return float(cfg.lr if cfg.lr is not None else STUDENTS.get(arch).lr) * float(cfg.lr_factor)
+
+
+def make_optimizer(model: torch.nn.Module, settings: Settings, arch: str):
+    """SGD at ``base_lr`` and the SPEC step schedule: the rate is multiplied by ``lr_gamma``
+    every ``lr_step_epochs`` epochs (``scheduler.step()`` once per epoch), or cosine to 0."""
+    cfg = settings.students
+    optimizer = torch.optim.SGD(model.parameters(), lr=base_lr(settings, arch), momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
     if cfg.lr_schedule == "cosine":  # per epoch, from lr down to 0 at the last epoch
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
     else:
@@ -94,38 +142,31 @@ def make_optimizer(model: torch.nn.Module, settings: Settings, arch: str):
     return optimizer, scheduler
 
 
-class _TensorBoard:
-    """TensorBoard scalars when ``torch.utils.tensorboard`` imports; otherwise nothing, quietly."""
-
-    def __init__(self, folder: Path, enabled: bool):
-        self.writer = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except Exception:  # tensorboard not installed
-                return
-            self.writer = SummaryWriter(log_dir=str(folder))
-
-    def log(self, row: dict) -> None:
-        if self.writer is None:
-            return
-        for key in ("lr", "train_loss", "train_mae", "val_loss", "val_mae", "faces_per_s"):
-            self.writer.add_scalar(key, row[key], row["epoch"])
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+def init_path(settings: Settings) -> Path | None:
+    """The warm-start checkpoint (``students.init_from`` or ``init_checkpoint``), relative to params.yaml."""
+    cfg = settings.students
+    if cfg.init_from and cfg.init_checkpoint and cfg.init_from != cfg.init_checkpoint:
+        raise ConfigError(f"{settings.profile}: students.init_from ({cfg.init_from}) and its older name "
+                          f"students.init_checkpoint ({cfg.init_checkpoint}) disagree; keep init_from only")
+    if not cfg.init_path:
+        return None
+    path = Path(cfg.init_path).expanduser()
+    return path if path.is_absolute() else settings.params_path.parent / path
 
 
 def train_student(settings: Settings, arch: str, *, resume: bool = True,
-                  log: Callable[[str], None] = print, progress: bool = True) -> dict:
-    """Train ``arch`` on the label table; returns a summary with the best checkpoint path."""
+                  log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+    """Train ``arch`` on the label table; returns a summary with the best checkpoint path.
+
+    Messages go to the ``agedistill.students`` loggers (and to ``log`` when given)."""
     spec = STUDENTS.get(arch)
     cfg = settings.students
+    if cfg.loss in GROUP_LOSSES:
+        raise ConfigError(f"{settings.profile}: students.loss {cfg.loss} is a group head: it needs age groups, "
+                          f"which the label table has not; run it with "
+                          f"`python -m agedistill_core.students.finetune --profile {settings.profile}`")
     dist_info = init_distributed()
     out = run_dir(settings, arch)
-    out.mkdir(parents=True, exist_ok=True)
     if cfg.threads > 0:  # on a busy machine 1 thread can beat oversubscribed spinning ones
         torch.set_num_threads(cfg.threads)
     seed = cfg.seed if cfg.seed is not None else settings.seed
@@ -137,13 +178,13 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
                        settings.seed)  # the profile's seed: the same faces whatever the training seed
     val = splits["val"]
     loss_fn = make_loss(cfg.loss)
+    loss_fn.uses_probs = train.target_probs is not None or cfg.teacher_in_loop
     model = create_student(arch, loss_fn.n_outputs, cfg.pretrained_dir)
     init_head(model, train)
-    if cfg.init_checkpoint:
-        init_path = Path(cfg.init_checkpoint).expanduser()
-        if not init_path.is_absolute():  # relative to params.yaml, like every path in it
-            init_path = settings.params_path.parent / init_path
-        init_from_checkpoint(model, str(init_path), arch)
+    warm = init_path(settings)
+    epochs_before = 0
+    if warm is not None:
+        epochs_before = init_from_checkpoint(model, str(warm), arch)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(dist_info.device, memory_format=memory_format)
     if dist_info.distributed:
@@ -158,7 +199,9 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
                            threads=threads, channels_last=cfg.channels_last)
     val_ds = FaceDataset(val, input_size, settings.faces.margin, AugmentConfig(enabled=False),
                          threads=threads, channels_last=cfg.channels_last)
-    weights_all = face_weights(cfg, train)
+    if cfg.teacher_in_loop:
+        from agedistill_core.students.consistent import TeacherInLoop
+        train_ds = TeacherInLoop(train_ds, settings, mixup=float(cfg.mixup), seed=seed)
 
     config = {"arch": arch, "timm": spec.timm_name, "input_size": input_size, "lr": lr,
               "batch_size": batch_size, "n_outputs": loss_fn.n_outputs, "students": asdict(cfg),
@@ -166,137 +209,45 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
               "data": {"train": train.fingerprint(), "val": val.fingerprint(),
                        "train_faces": len(train), "val_faces": len(val)},
               "faces": asdict(settings.faces)}
-    start_epoch, best_val, history = 0, math.inf, []
-    last = out / "last.pt"
-    if resume and last.is_file():
-        ckpt = load_checkpoint(last)
-        if same_recipe(ckpt["config"], config):
-            load_into(ckpt, model=model, optimizer=optimizer, scheduler=scheduler)
-            restore_rng(ckpt)
-            start_epoch, best_val = int(ckpt["epoch"]) + 1, float(ckpt["best_val"])
-            history = list((ckpt.get("extra") or {}).get("history", []))
-            if dist_info.is_main:
-                log(f"{arch}: resuming after epoch {start_epoch} from {last}")
-        elif dist_info.is_main:
-            what = ("other training data (the label table or the sources changed)"
-                    if ckpt["config"].get("data") != config["data"] else "other settings")
-            log(f"{arch}: {last} was trained with {what}; starting afresh")
-
-    tb = _TensorBoard(out / "tb", dist_info.is_main)
-    steps_total = sum(int(r.get("steps", 0)) for r in history)
-
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        lr_used = optimizer.param_groups[0]["lr"]
-        train_ds.set_epoch(epoch)
-        if converged(history, cfg):
-            if dist_info.is_main:
-                log(f"{arch}: converged after epoch {epoch} (val loss flat for {cfg.patience} epochs "
-                    f"after two rate decays); stopping")
-            break
-        # DistributedSampler orders epoch e by seed + e: spread the training seeds apart so that
-        # seed 1 does not replay seed 0's next epoch
-        idx = epoch_indices(len(train_ds), dist_info.rank, dist_info.world_size, epoch, seed * 1_000_003)
-        model.train()
-        tot_loss = tot_err = seen = 0.0
-        steps = 0
-        batches = iter_batches(train_ds, idx, batch_size, cfg.workers)
-        bar = _bar(batches, f"{arch} epoch {epoch + 1}/{cfg.epochs}", progress and dist_info.is_main,
-                   total=(len(idx) + batch_size - 1) // batch_size)
-        for b, (x, age, probs, spread) in enumerate(bar):
-            x, age, probs = x.to(dist_info.device), age.to(dist_info.device), probs.to(dist_info.device)
-            w = None
-            if weights_all is not None:
-                w = weights_all[idx[b * batch_size:(b + 1) * batch_size]].to(dist_info.device)
-            out_t, loss = train_step(model, loss_fn, optimizer, x, age,
-                                     probs if train.target_probs is not None else None, w)
-            steps += 1
-            with torch.no_grad():
-                n = len(age)
-                tot_loss += float(loss) * n
-                tot_err += float((loss_fn.ages(out_t) - age).abs().sum())
-                seen += n
-        scheduler.step()
-        train_loss = all_reduce_mean(tot_loss / max(seen, 1))
-        train_mae = all_reduce_mean(tot_err / max(seen, 1))
-        val_loss, val_mae = evaluate_split(model, loss_fn, val_ds, max(batch_size, 256), cfg.workers,
-                                           dist_info.device)
-        seconds = time.perf_counter() - t0
-        steps_total += steps
-        row = dict(epoch=epoch + 1, lr=lr_used, steps=steps, train_loss=train_loss, train_mae=train_mae, val_loss=val_loss, val_mae=val_mae,
-                   seconds=seconds, faces_per_s=seen * dist_info.world_size / seconds)
-        history.append(row)
-        improved = val_loss < best_val  # every rank tracks it (same weights, same val set)
-        if improved:
-            best_val = val_loss
-        if dist_info.is_main:
-            if improved:
-                save_checkpoint(out / "best.pt", model=model, epoch=epoch, best_val=best_val, config=config,
-                                extra={"val_mae": val_mae})
-            save_checkpoint(last, model=model, optimizer=optimizer, scheduler=scheduler, epoch=epoch,
-                            best_val=best_val, config=config, extra={"history": history})
-            write_metrics(out, history)
-            tb.log(row)
-            log(f"{arch} epoch {epoch + 1}/{cfg.epochs}: train MAE {train_mae:.2f}, "
-                f"val MAE {val_mae:.2f} (loss {val_loss:.2f}), {row['faces_per_s']:.0f} faces/s")
-    tb.close()
-    if dist_info.is_main and history:
-        plot_metrics(out, history, arch)
-    barrier()  # rank 0 has written best.pt before anyone reads it
-    best = load_checkpoint(out / "best.pt") if (out / "best.pt").is_file() else None
-    return {"arch": arch, "run": run_name(settings, arch), "dir": str(out), "checkpoint": str(out / "best.pt"),
-            "epochs": len(history), "steps": steps_total, "rank": dist_info.rank,
-            "world_size": dist_info.world_size, "best_val_loss": best_val,
-            "best_val_mae": (best or {}).get("extra", {}).get("val_mae") if best else None,
+    legacy = settings.students_dir / legacy_run_name(settings, arch) / "last.pt"
+    run = Run(name=arch, out=out, config=config, epochs=cfg.epochs, batch_size=batch_size, seed=seed,
+              dist=dist_info, workers=cfg.workers, eval_batch_size=256, lr_step_epochs=cfg.lr_step_epochs,
+              patience=cfg.patience, epochs_before=epochs_before, weights=face_weights(cfg, train),
+              resume_from=legacy if legacy.is_file() else None)
+    summary = fit(model, loss_fn, optimizer, scheduler, train_ds, val_ds, run, resume=resume,
+                  defaults=student_defaults(), log=log, progress=progress)
+    return {"arch": arch, "run": run_name(settings, arch), **summary,
             "train_faces": len(train), "val_faces": len(val)}
 
 
 def converged(history: list[dict], cfg) -> bool:
-    """Whether training has converged: ``patience`` set, the rate decayed at least twice, and
-    the best validation loss is at least ``patience`` epochs old (improvements under 0.1% ignored)."""
-    if cfg.patience is None or len(history) < max(2 * cfg.lr_step_epochs, cfg.patience) + 1:
-        return False
-    losses = [r["val_loss"] for r in history]
-    best_before = min(losses[:-cfg.patience])
-    return min(losses[-cfg.patience:]) > best_before * (1 - 1e-3)
+    """``engine.converged`` with the students settings' ``patience`` and ``lr_step_epochs``."""
+    return engine.converged(history, cfg.patience, cfg.lr_step_epochs)
 
 
-def train_step(model, loss_fn, optimizer, x, age, probs=None, weight=None):
-    """One SGD step on a batch: forward, loss, backward, update.  Returns (outputs, loss)."""
-    out = model(x)
-    loss = loss_fn(out, age, probs, weight)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return out, loss
+def init_from_checkpoint(model: torch.nn.Module, path: str, arch: str, *, head: bool = True,
+                         ckpt: dict | None = None) -> int:
+    """Start from another run's weights (warm start, or fine-tuning); the epochs behind them.
 
-
-def same_recipe(saved: dict, current: dict) -> bool:
-    """Whether a checkpoint may be resumed: everything equal but the epoch count."""
-    strip = lambda c: {**c, "students": {k: v for k, v in c.get("students", {}).items()  # noqa: E731
-                                        if k not in ("epochs", "workers", "threads", "cache_crops", "channels_last",
-                                                     "patience")}}
-    return _plain(strip(saved)) == _plain(strip(current))
-
-
-def _plain(obj):
-    return json.loads(json.dumps(obj, default=str))
-
-
-def init_from_checkpoint(model: torch.nn.Module, path: str, arch: str) -> None:
-    """Start from another run's weights (e.g. a distilled student, then fine-tune on ground truth)."""
-    from agedistill_core.errors import CheckpointError
-
-    ckpt = load_checkpoint(path)
+    ``head`` False keeps the model's own (new) classifier: fine-tuning a group head loads
+    only the body.  ``ckpt``: the checkpoint at ``path``, already loaded."""
+    ckpt = ckpt if ckpt is not None else load_checkpoint(path)
     saved = ckpt["config"].get("arch")
     if saved != arch:
-        raise CheckpointError(f"students.init_checkpoint {path} holds a {saved} student, not {arch}; "
+        raise CheckpointError(f"students.init_from {path} holds a {saved} student, not {arch}; "
                               f"point it at a {arch} checkpoint")
+    state = ckpt["model"]
+    if not head:
+        mine = model.state_dict()
+        classifier = {f"{model.pretrained_cfg.get('classifier', 'classifier')}.{k}"
+                      for k in model.get_classifier().state_dict()}
+        state = {k: (mine[k] if k in classifier else v) for k, v in state.items()}
     try:
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"students.init_checkpoint {path} does not fit this {arch} head "
+        raise CheckpointError(f"students.init_from {path} does not fit this {arch} head "
                               f"({str(exc).splitlines()[0][:160]}); use a checkpoint trained with the same loss") from None
+    return total_epochs(ckpt)
 
 
 @torch.no_grad()
@@ -340,56 +291,3 @@ def agreement_tau(spread: np.ndarray) -> float:
     (so a face of typical disagreement weighs exp(-1) of a unanimous one)."""
     med = float(np.median(spread)) if len(spread) else 0.0
     return med if med > 0 else 1.0
-
-
-@torch.no_grad()
-def evaluate_split(model, loss_fn, ds: FaceDataset, batch_size: int, workers: int, device) -> tuple[float, float]:
-    model.eval()
-    idx = np.arange(len(ds))
-    tot_loss = tot_err = 0.0
-    for x, age, probs, _ in iter_batches(ds, idx, batch_size, workers):
-        x, age, probs = x.to(device), age.to(device), probs.to(device)
-        out = model(x)
-        tot_loss += float(loss_fn(out, age, probs if ds.faces.target_probs is not None else None)) * len(age)
-        tot_err += float((loss_fn.ages(out) - age).abs().sum())
-    n = max(len(ds), 1)
-    return tot_loss / n, tot_err / n
-
-
-def _bar(it, desc: str, enabled: bool, total: int | None = None):
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-    return tqdm(it, desc=desc, leave=False, unit="batch", total=total)
-
-
-def write_metrics(out: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRICS)
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write_text(out / "metrics.csv", buf.getvalue())
-
-
-def plot_metrics(out: Path, history: list[dict], title: str) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    axes[0].plot(ep, [r["train_loss"] for r in history], label="train")
-    axes[0].plot(ep, [r["val_loss"] for r in history], label="val")
-    axes[0].set(title=f"{title}: loss", xlabel="epoch")
-    axes[1].plot(ep, [r["train_mae"] for r in history], label="train")
-    axes[1].plot(ep, [r["val_mae"] for r in history], label="val")
-    axes[1].set(title=f"{title}: MAE to targets (years)", xlabel="epoch")
-    for ax in axes:
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "metrics.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -17,37 +17,40 @@ PARAMS = REPO / "params.yaml"
 KEYS = [*SECTIONS, *sorted(TOP_LEVEL)]
 HASHED = [*SECTIONS, *sorted(TOP_LEVEL - {"workdir"})]
 
-# Every profile's settings hash and workdir (last changed on purpose when students.lr_schedule and
-# students.input_size were added, and the corpus' UTKFace sources moved to predict's 5-point framing).  Run names, stage versions
+# Every profile's settings hash and workdir (last changed on purpose when students.init_from, lr_factor,
+# folds, teacher_in_loop and mixup were added, with the group-protocol profiles fairface_groups/_ordinal).
+# To re-pin: print `"name": (s.section_hash(*HASHED), workdir)` for every profile of params.yaml.  Run names, stage versions
 # and Dagster's data versions derive from these: a change makes that profile's existing results
 # stale.  If you change a profile on purpose, update its line.
 EXPECTED = {
-    "corpus": ("9a3f763651a7", "data/corpus"),
-    "corpus_band": ("7916b322a565", "data/corpus"),
-    "corpus_big": ("5effca97218b", "data/corpus"),
-    "corpus_ft": ("725c2f95e630", "data/corpus"),
-    "corpus_ft_s1": ("3c1d0e12e834", "data/corpus"),
-    "corpus_gt": ("14c1f82f73e7", "data/corpus"),
-    "corpus_gt_band": ("e2a7558f8cd5", "data/corpus"),
-    "corpus_gt_s1": ("75cc0f8905cd", "data/corpus"),
-    "corpus_large": ("6b846d347774", "data/corpus"),
-    "corpus_s1": ("d88d732192fb", "data/corpus"),
-    "corpus_warm128": ("2d02b5eef254", "data/corpus"),
-    "corpus_warm96": ("c3dcbfee47e7", "data/corpus"),
-    "demo": ("e20ef1915a25", "data/demo"),
-    "fairface": ("c4b73e57e695", "data/fairface"),
-    "folder": ("5f4422533950", "data/folder"),
-    "utkface": ("5c0669645f34", "data/utkface"),
-    "utkface_large_short": ("81a35ac34aca", "data/utkface"),
-    "utkface_long": ("fe896c1907f4", "data/utkface"),
-    "utkface_long_gt": ("8548550cf049", "data/utkface"),
-    "utkface_quick": ("e2126a5bb18e", "data/utkface_quick"),
-    "utkface_robust": ("767d0c3a938d", "data/utkface"),
-    "utkface_short": ("1943dd64a8ea", "data/utkface"),
-    "utkface_short_gt": ("57db68e09f27", "data/utkface"),
-    "utkface_short_gt10": ("0e3160597880", "data/utkface"),
-    "utkface_short_gt10_ft": ("28f7b5d426c0", "data/utkface"),
-    "utkface_short_gt10_steps": ("57bf58e9f786", "data/utkface"),
+    "corpus": ("cb9d350cd60f", "data/corpus"),
+    "corpus_band": ("1cab99432634", "data/corpus"),
+    "corpus_big": ("dbc17929a8cf", "data/corpus"),
+    "corpus_ft": ("a798d6e97e39", "data/corpus"),
+    "corpus_ft_s1": ("6182de1ed646", "data/corpus"),
+    "corpus_gt": ("896d94f6f5cc", "data/corpus"),
+    "corpus_gt_band": ("811c144becd8", "data/corpus"),
+    "corpus_gt_s1": ("50a721153a20", "data/corpus"),
+    "corpus_large": ("8c763415a0fa", "data/corpus"),
+    "corpus_s1": ("32de6e99ec78", "data/corpus"),
+    "corpus_warm128": ("4d7f85c29cb2", "data/corpus"),
+    "corpus_warm96": ("e64c17eb61dc", "data/corpus"),
+    "demo": ("67581c7b99db", "data/demo"),
+    "fairface": ("0e11ff220716", "data/fairface"),
+    "fairface_groups": ("1767508df815", "data/fairface"),
+    "fairface_ordinal": ("967d5075efd2", "data/fairface"),
+    "folder": ("92c46522a7e3", "data/folder"),
+    "utkface": ("ff4efdb5c7c9", "data/utkface"),
+    "utkface_large_short": ("b14fc8140878", "data/utkface"),
+    "utkface_long": ("b7a90a63e608", "data/utkface"),
+    "utkface_long_gt": ("47ddd638ff55", "data/utkface"),
+    "utkface_quick": ("0472c923122b", "data/utkface_quick"),
+    "utkface_robust": ("ee626f893475", "data/utkface"),
+    "utkface_short": ("a340d948096c", "data/utkface"),
+    "utkface_short_gt": ("52009a152b16", "data/utkface"),
+    "utkface_short_gt10": ("a1c05e771fbb", "data/utkface"),
+    "utkface_short_gt10_ft": ("8dbad5355f29", "data/utkface"),
+    "utkface_short_gt10_steps": ("4805c42703f2", "data/utkface"),
 }
 
 

@@ -67,7 +67,9 @@ def tiny_settings(tiny_table: Path, tmp_path: Path):
         work = tmp_path / name
         if not work.exists():
             shutil.copytree(tiny_table, work, ignore=shutil.ignore_patterns("students", "benchmarks"))
-        return load_settings("tiny", write_tiny_params(tmp_path / name, work, **students))
+        folder = tmp_path / f"{name}-params"  # beside the work folder: a workdir may not hold its params
+        folder.mkdir(exist_ok=True)
+        return load_settings("tiny", write_tiny_params(folder, work, **students))
 
     return make
 

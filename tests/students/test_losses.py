@@ -19,7 +19,7 @@ from agedistill_core.students.losses import (
 
 
 def test_registry_and_factory():
-    assert LOSSES.names() == ["distribution", "l1", "paper"]
+    assert LOSSES.names() == ["distribution", "groups", "l1", "ordinal", "paper"]
     assert make_loss("paper").n_outputs == 1
     assert make_loss("l1").n_outputs == 1
     d = make_loss("distribution", l1_weight=0.5)

@@ -78,15 +78,18 @@ def test_channels_last_and_contiguous_tensors_hold_the_same_values():
 def test_resume_is_refused_when_the_training_data_changed(tiny_settings):
     from agedistill_core.students.train import train_student
 
-    settings = tiny_settings("grow", epochs=1)
-    logs = []
-    first = train_student(settings, "mn3_small", log=logs.append, progress=False)
-    assert first["epochs"] == 1
-    # the same recipe, more epochs, same data: resumes after epoch 1
+    from agedistill_core.students.train import run_dir
+
     more = tiny_settings("grow", epochs=2)
-    logs.clear()
+    logs = []
     second = train_student(more, "mn3_small", log=logs.append, progress=False)
-    assert any("resuming after epoch 1" in m for m in logs) and second["epochs"] == 2
+    assert second["epochs"] == 2
+    # the same recipe again: resumes after epoch 2 (nothing left to train)
+    logs.clear()
+    again = train_student(more, "mn3_small", log=logs.append, progress=False)
+    assert any("resuming after epoch 2" in m for m in logs) and again["epochs"] == 2
+    # another number of epochs is another recipe: another folder (continuing is a warm start)
+    assert run_dir(tiny_settings("grow", epochs=3), "mn3_small") != run_dir(more, "mn3_small")
     # the label table changes (one training face leaves): the finished run is not resumed
     from agedistill_core.shards import read_table, write_table
     import pyarrow.compute as pc
