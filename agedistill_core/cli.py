@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                 # the reader went away (`agedistill predict DIR | head -1`): stop quietly
                 _silence_stdout()
                 return 0
+            except KeyboardInterrupt:
+                print("predict: interrupted", file=sys.stderr)
+                return 130
         if args.command == "dvc-yaml" and not args.profile:  # dvc.yaml is made for params.yaml's dvc.profile
             from agedistill_core.dvcyaml import dvc_profile
             args.profile = dvc_profile(args.params)

@@ -377,6 +377,9 @@ _WORKER: dict = {}
 
 
 def _worker_init(cfg: FaceSettings, nms_iou: float, max_pixels: int | None) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the pool, quietly
     cv2.setNumThreads(1)  # one photo per process: the pool is the parallelism
     _WORKER.update(cfg=cfg, nms_iou=nms_iou, max_pixels=max_pixels, detector=_detector(cfg.detector),
                    aligner=get_aligner(cfg.align, cfg.align_padding))
