@@ -41,8 +41,11 @@ cluster-demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m agedistill_dag.cluster --profile demo --logdir $(CURDIR)/logs/cluster-demo
 
 
+# Tests in TEST_JOBS parallel processes (pytest-xdist), those sharing a fixture (a materialised
+# graph, dagster dev, the clusters) in one process: tests/conftest.py.  TEST_JOBS=0: one process.
+TEST_JOBS ?= 2
 test: install $(MOTO)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgroup)
 
 # The Dagster web UI on the same instance `make demo` wrote to.
 ui: install $(DAGSTER_HOME)/dagster.yaml

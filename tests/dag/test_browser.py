@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import json
 import time
 import urllib.request
 from pathlib import Path
@@ -76,6 +77,34 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) ->
     proc.wait(timeout=5)
 
 
+# The code location as the UI knows it: dagster dev answers /server_info before its code server has
+# loaded the definitions, and a page opened meanwhile shows each asset as an "External Asset"
+# (known only from its materialisations in the instance) with Materialize disabled.
+LOCATIONS_QUERY = """{ workspaceOrError { __typename ... on Workspace { locationEntries {
+    name loadStatus locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def code_locations(url: str) -> list[dict]:
+    """The UI's code locations (name, loadStatus, locationOrLoadError), from its GraphQL API."""
+    req = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": LOCATIONS_QUERY}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        workspace = json.load(resp)["data"]["workspaceOrError"]
+    return workspace.get("locationEntries", [])
+
+
+def _locations_loaded(url: str) -> bool:
+    """True once every code location finished loading (fails the test if one failed to load)."""
+    entries = code_locations(url)
+    if not entries or any(e["loadStatus"] != "LOADED" for e in entries):
+        return False
+    for e in entries:
+        loaded = e["locationOrLoadError"] or {}
+        if loaded.get("__typename") == "PythonError":
+            pytest.fail(f"code location {e['name']} failed to load: {loaded.get('message')}")
+    return all((e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation" for e in entries)
+
+
 def _screenshot(page: Page, name: str) -> None:
     folder = os.environ.get("AGEDISTILL_UI_SCREENSHOTS")
     if folder:
@@ -123,15 +152,15 @@ def ui(tmp_path_factory):
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"dagster dev exited with {proc.returncode}:\n{ui.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{ui.url}/server_info", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
+            try:                            # served, and the code location (the asset definitions) loaded
+                if _locations_loaded(ui.url):
+                    break
+            except (OSError, ValueError, KeyError, TypeError):
+                pass                                # not serving yet, or a half-started GraphQL answer
             if time.monotonic() > deadline:
-                pytest.fail(f"dagster dev did not serve {ui.url} within {START_TIMEOUT_S} s:\n{ui.log_tail()}")
-            time.sleep(1)
+                pytest.fail(f"dagster dev did not serve {ui.url} with its code location loaded within "
+                            f"{START_TIMEOUT_S} s:\n{ui.log_tail()}")
+            time.sleep(0.5)
         yield ui
     finally:
         stop_process_group(proc)
@@ -157,6 +186,7 @@ def browser(ui):
 def page(browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(UI_MS)
+    expect.set_options(timeout=UI_MS)       # assertions too (5 s by default: short on a busy machine)
     yield page
     page.close()
 

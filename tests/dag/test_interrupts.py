@@ -1,0 +1,117 @@
+"""Ctrl-C and SIGTERM reach `python -m agedistill_dag.materialize` although Dagster runs in it.
+
+With ``--jobs 1`` the runs execute in the materialising process, where Dagster's
+``capture_interrupts`` turns SIGINT (and SIGTERM) into a flag the run consumes and clears, then
+points SIGTERM at the SIGINT handler: the interrupt stopped the run but never reached the command,
+which went on with the next wave.  Leftover processes are looked for by process id."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._utils.interrupts import capture_interrupts
+
+from agedistill_dag.cluster import _sigterm_as_exit, group_members
+from agedistill_dag.materialize import _SignalsDuringRun, quiet_instance_home
+from agedistill_testing import write_params
+
+
+# (signals to this very process: only where tests run in the main thread, as pytest and xdist do)
+pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                                reason="signal handlers need the main thread")
+
+
+def test_a_sigint_dagster_swallowed_is_raised_after_the_run():
+    with pytest.raises(KeyboardInterrupt):
+        with _SignalsDuringRun():
+            with capture_interrupts():                       # what dg.execute_job does around a run
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.01)                             # the flag is set; nothing is raised here
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_sigterm_dagster_swallowed_is_raised_and_the_handler_kept():
+    old = signal.signal(signal.SIGTERM, _sigterm_as_exit)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            with _SignalsDuringRun():
+                with capture_interrupts():
+                    assert signal.getsignal(signal.SIGTERM) is not _sigterm_as_exit   # Dagster's now
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.01)
+        assert exc.value.code == 128 + signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is _sigterm_as_exit                   # ours again
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_no_signal_no_exception():
+    with _SignalsDuringRun():
+        with capture_interrupts():
+            pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_home_without_dagster_yaml_gets_telemetry_off(tmp_path):
+    quiet_instance_home(tmp_path / "home")
+    assert yaml.safe_load((tmp_path / "home" / "dagster.yaml").read_text()) == {"telemetry": {"enabled": False}}
+    (tmp_path / "home" / "dagster.yaml").write_text("telemetry: {enabled: true}\n")
+    quiet_instance_home(tmp_path / "home")                    # a user's own file is left alone
+    assert "true" in (tmp_path / "home" / "dagster.yaml").read_text()
+
+
+def test_ctrl_c_during_training_in_process(tmp_path):
+    """`--jobs 1`, Ctrl-C (SIGINT to the process group) once the student's first epoch is saved:
+    exit 130 with one line, the benchmark wave never starts, no run is left unfinished, no process
+    of the group is left; DAGSTER_HOME had no dagster.yaml: telemetry was off."""
+    params = write_params(tmp_path, {"tiny": {
+        "workdir": str(tmp_path / "work"), "shard_size": 10,
+        "dataset": {"name": "demo", "root": str(tmp_path / "raw"), "limit": 12},
+        "teacher": {"variants": 1, "threads": 1},
+        "corruptions": {"names": ["jpeg"], "severities": [1], "max_faces": 2},
+        "students": {"archs": ["mn3_small"], "epochs": 1000, "batch_size": 8, "threads": 1}}})
+    home = tmp_path / "dagster_home"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "agedistill_dag.materialize", "--profile", "tiny", "--params",
+                             str(params), "--jobs", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True, text=True)
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if line.startswith("materialising tiny/student_checkpoints"):
+                break
+        deadline = time.monotonic() + 300
+        while not list((tmp_path / "work" / "students").rglob("last.pt")):     # an epoch trained
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(out)
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = "".join(out) + rest
+    assert proc.returncode == 130, text
+    assert rest.strip().splitlines()[-1].startswith("interrupted: unfinished runs marked canceled"), rest
+    # (Dagster logs the interrupted step with its traceback, and its compute-log watchers in the
+    # group print KeyboardInterrupt: theirs; nothing from this command or a pool process)
+    assert "agedistill_dag/materialize.py" not in rest and "concurrent/futures" not in rest, rest
+    assert "materialising tiny/benchmark_tables" not in text                 # no later wave started
+    deadline = time.monotonic() + 30
+    while group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert group_members(proc.pid) == []
+    assert yaml.safe_load((home / "dagster.yaml").read_text()) == {"telemetry": {"enabled": False}}
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        statuses = {r.status for r in instance.get_runs()}
+    assert statuses <= {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE}
+    assert statuses - {dg.DagsterRunStatus.SUCCESS}, statuses                # the training run did not finish
+    assert not (Path(home) / "logs" / "event.log").exists()                  # no telemetry events written
