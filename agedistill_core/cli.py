@@ -50,7 +50,6 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.propagate = False
     logger.setLevel(level)
 
 

@@ -227,3 +227,14 @@ def test_nms_iou_outside_0_1_is_a_one_line_argument_error(value, capsys):
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert out == "" and len(lines) == 1 and "--nms-iou" in lines[0] and "(0, 1]" in lines[0]
+
+
+def test_progress_is_a_log_line_every_few_photos_off_a_terminal(caplog):
+    from agedistill_core.evaluate.predict import Progress
+    caplog.set_level("INFO", logger="agedistill.predict")
+    bar = Progress(5, every=2)  # stderr is not a terminal under pytest: log lines, no bar
+    for _ in range(5):
+        bar.update()
+    bar.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "agedistill.predict"]
+    assert [line.split(" photos")[0] for line in lines] == ["predict: 2/5", "predict: 4/5"]
