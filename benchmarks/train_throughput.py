@@ -19,6 +19,12 @@ first steps on a new shape are slow: they are never timed):
 ``real`` and ``bound`` alternate for ``--rounds`` rounds (the machine is shared:
 interleaving cancels drift); medians are reported.  Goals: real / bound >= 0.9,
 bound / best bare >= 0.8.
+
+``--teacher-in-loop`` adds consistent teaching (``students.teacher_in_loop``,
+``students/consistent.py``): the same real step fed by ``TeacherInLoop``, whose batch
+thread builds each batch's augmented (and mixed, ``--mixup``) views and has the profile's
+teacher (1 variant, 1 thread) label them beside the step; interleaved with the offline-label
+step, it prints both img/s and their ratio, with the machine's load average.
 """
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ from agedistill_core.faces import extract_face  # noqa: E402
 from agedistill_core.images import encode_jpeg, read_image  # noqa: E402
 from agedistill_core.students.augment import AugmentConfig  # noqa: E402
 from agedistill_core.students.data import FaceDataset, iter_batches, quiet_opencv_threads  # noqa: E402
-from agedistill_core.teacher.vmage import FaceSet
+from agedistill_core.teacher.vmage import FaceSet  # noqa: E402
 from agedistill_core.students.losses import make_loss  # noqa: E402
 from agedistill_core.students.train import train_step  # noqa: E402
 from agedistill_core.students.zoo import STUDENTS, create_student  # noqa: E402
@@ -117,6 +123,10 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="threads for real/bound (0 = all cores)")
     p.add_argument("--quick", action="store_true", help="a smaller bare-timm grid")
+    p.add_argument("--teacher-in-loop", action="store_true",
+                   help="also measure training with the teacher labelling each view beside the step")
+    p.add_argument("--mixup", type=float, default=0.4, help="mixup Beta(a, a) with --teacher-in-loop")
+    p.add_argument("--profile", default="demo", help="whose teacher labels the views (--teacher-in-loop)")
     a = p.parse_args(argv)
     spec = STUDENTS.get(a.arch)
     batch = a.batch or spec.batch_size
@@ -174,6 +184,7 @@ def main(argv=None) -> int:
         reals.append(timed(real_step, batch, a.warmup if r == 0 else 2, a.steps))
         print(f"round {r + 1}: real {reals[-1]:.0f} img/s, bound {bounds[-1]:.0f} img/s")
     real, bound = statistics.median(reals), statistics.median(bounds)
+    til = teacher_in_loop(a, ds, model, loss_fn, opt, batch) if a.teacher_in_loop else None
     best = bare[best_cfg]
     t, cl, b = best_cfg
     print()
@@ -184,7 +195,49 @@ def main(argv=None) -> int:
     print(f"| bound (same step, random tensors) | {bound:.0f} | bound / best bare = {bound / best:.2f} |")
     print(f"| best bare timm ({t} thread(s), {'channels_last' if cl else 'contiguous'}, batch {b}) | {best:.0f} | "
           f"real / best bare = {real / best:.2f} |")
+    if til is not None:
+        offline, online, load = til
+        print()
+        print(f"| {a.arch}@{size}, {threads} torch thread(s) + teacher 1 thread, batch {batch}, "
+              f"load average {load[0]:.2f} / {load[1]:.2f} before / after | img/s | ratio |")
+        print("|---|---|---|")
+        print(f"| offline labels (the label table's targets) | {offline:.0f} | |")
+        print(f"| teacher in the loop (1 variant, mixup {a.mixup}) | {online:.0f} | "
+              f"in-loop / offline = {online / offline:.2f} |")
     return 0
+
+
+def teacher_in_loop(a, ds, model, loss_fn, opt, batch: int):
+    """Median img/s of the real step on offline targets and with the teacher in the loop, interleaved."""
+    import os
+
+    from agedistill_core.settings import load_settings
+    from agedistill_core.students.consistent import TeacherInLoop
+
+    load_before = os.getloadavg()
+    til = TeacherInLoop(ds, load_settings(a.profile), mixup=a.mixup, seed=0, threads=1)
+
+    def stream(source):
+        epoch = 0
+        while True:
+            source.set_epoch(epoch)
+            idx = np.random.default_rng(epoch).permutation(len(source))
+            idx = idx[: len(idx) - len(idx) % batch]
+            yield from iter_batches(source, idx, batch)
+            epoch += 1
+
+    streams = {"offline": stream(ds), "online": stream(til)}
+
+    def step(kind):
+        x, age, _, _ = next(streams[kind])
+        train_step(model, loss_fn, opt, x, age)
+
+    offline, online = [], []
+    for r in range(a.rounds):
+        offline.append(timed(lambda: step("offline"), batch, a.warmup if r == 0 else 2, a.steps))
+        online.append(timed(lambda: step("online"), batch, a.warmup if r == 0 else 2, a.steps))
+        print(f"teacher round {r + 1}: offline {offline[-1]:.0f} img/s, teacher in the loop {online[-1]:.0f} img/s")
+    return statistics.median(offline), statistics.median(online), (load_before[0], os.getloadavg()[0])
 
 
 if __name__ == "__main__":
