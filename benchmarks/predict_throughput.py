@@ -12,13 +12,17 @@ In one run, on the same FairFace photos (../shared/data/fairface, sorted):
 * the teacher (``--teacher``: the profile's, its labelling path) through the same
   ``predict_paths`` at N workers, so student vs teacher is end to end on the same photos.
 
-Prints photos/s and the ratios real/bound and teacher time/student time.  The machine's load
-average is printed too: on a shared machine, compare ratios from one run, not rates.
+Prints photos/s and the ratios real/bound and teacher time/student time, and CPU seconds per
+photo (this process and its reaped pool workers): on a shared machine, wall-clock rates say
+how much CPU the scheduler gave the run (with autogroup scheduling, all processes of one
+session share one session's share, so a second worker cannot add CPU when other sessions keep
+the cores busy), while CPU per photo says what the pool costs over the bare loop.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from dataclasses import replace
@@ -28,6 +32,19 @@ import cv2
 
 REPO = Path(__file__).resolve().parents[1]
 FAIRFACE = REPO.parent / "shared" / "data" / "fairface"
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (pool workers), user + system."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def measured(fn, *args) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``fn(*args)``."""
+    c0 = cpu_seconds()
+    wall = fn(*args)
+    return wall, cpu_seconds() - c0
 
 
 def bare_loop(est, paths) -> float:
@@ -71,10 +88,10 @@ def main(argv=None) -> int:
     settings = replace(settings, teacher=replace(settings.teacher, threads=1))
     teacher = AgeEstimator(teacher=True, settings=settings, faces=student.faces)  # the same framing
     bare_loop(student, paths[:3])  # warm up: models loaded, caches hot
-    bare = bare_loop(student, paths)
-    real1 = through_predict(student, paths, 1)
-    realn = through_predict(student, paths, n)
-    teachern = through_predict(teacher, paths, n)
+    bare, bare_cpu = measured(bare_loop, student, paths)
+    real1, real1_cpu = measured(through_predict, student, paths, 1)
+    realn, realn_cpu = measured(through_predict, student, paths, n)
+    teachern, teachern_cpu = measured(through_predict, teacher, paths, n)
     load1 = os.getloadavg()
     k = len(paths)
     rate = lambda s: k / s  # noqa: E731
@@ -87,6 +104,12 @@ def main(argv=None) -> int:
           f"  speed-up over 1 worker = {real1 / realn:.2f}x")
     print(f"teacher through predict, {n} workers: {rate(teachern):.2f} photos/s; "
           f"student end-to-end speed-up over the teacher = {teachern / realn:.2f}x")
+    ms = lambda c: 1e3 * c / k  # noqa: E731
+    print(f"CPU ms per photo: bare loop {ms(bare_cpu):.0f}, predict 1 worker {ms(real1_cpu):.0f}, "
+          f"{n} workers {ms(realn_cpu):.0f} (bare/pool = {bare_cpu / realn_cpu:.2f}), teacher at {n} workers "
+          f"{ms(teachern_cpu):.0f} (teacher/student = {teachern_cpu / realn_cpu:.2f}x)")
+    print(f"on {n} free cores the pool would reach about {n * 1e3 / ms(realn_cpu):.1f} photos/s "
+          f"(the bound: {n * 1e3 / ms(bare_cpu):.1f})")
     return 0
 
 
