@@ -40,10 +40,8 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +49,7 @@ import dagster as dg
 
 from agedistill_core.errors import AgedistillError, ConfigError
 from agedistill_dag.profile import GPU_QUEUE
+from agedistill_dag.supervise import signals_deferred
 
 DEFAULT_QUEUE = "dagster"          # dagster-celery's default task queue
 WORKER_KEY = "Celery worker"       # the engine event metadata entry naming the worker that ran a step
@@ -128,29 +127,6 @@ def _stop(proc: subprocess.Popen, grace: float = 10.0, signalled: bool = False) 
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-@contextmanager
-def _signals_deferred():
-    """SIGINT and SIGTERM wait until the block ends (then go to the handler that was there), so a
-    second Ctrl-C cannot cut a shutdown short and leave processes behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    got: list[int] = []
-    old = {sig: signal.signal(sig, lambda signum, frame: got.append(signum))
-           for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        if got:
-            handler = old[got[0]]
-            if callable(handler):
-                handler(got[0], None)
-            elif handler != signal.SIG_IGN:
-                os.kill(os.getpid(), got[0])
 
 
 @dataclass
@@ -338,7 +314,7 @@ class Cluster:
         """Workers first (they hold connections to Redis), then Redis; each by its process group:
         its lifeline is closed (its supervisor sends SIGTERM to the group, SIGKILL after ``grace``),
         and what is left after that gets SIGKILL from here.  Ctrl-C and SIGTERM wait until it ends."""
-        with _signals_deferred():
+        with signals_deferred():
             workers = [n for n in self.procs if n != "redis"]
             for names in (workers, ["redis"] if "redis" in self.procs else []):
                 cut = {name: self._cut(name) for name in names}        # all of a kind stop at once

@@ -50,7 +50,7 @@ from agedistill_core.settings import find_params
 from agedistill_dag.definitions import build_definitions, graph_jobs
 from agedistill_dag.partitions import lfwc_key, lfwc_partitions
 from agedistill_dag.profile import Profile
-from agedistill_dag.supervise import die_with_parent
+from agedistill_dag.supervise import die_with_parent, signals_deferred
 
 
 # Tag on every run of one materialize_all call.
@@ -323,15 +323,16 @@ def materialize_all(profile: str | None = None, params: str | None = None,
                 raise ConfigError("; ".join(f"{o.label} failed (run {o.run_id}): {o.error}" for o in failed))
             log(f"  {len(outcomes)} run(s) in {seconds:.1f} s")
     except BaseException:          # Ctrl-C, SIGTERM (as SystemExit), a failed wave
-        if pool is not None:       # runs in flight in the pool: stop their processes now (SIGKILL:
-            procs = list((getattr(pool, "_processes", None) or {}).values())  # Dagster's run loop outlives SIGTERM)
-            for proc in procs:
-                proc.kill()
-            for proc in procs:
-                proc.join(10)
-            pool.shutdown(wait=False, cancel_futures=True)
-            pool = None
-        _cancel_unfinished(instance, launch)
+        with signals_deferred():   # a second Ctrl-C waits until the runs are stopped and marked
+            if pool is not None:   # runs in flight in the pool: stop their processes now (SIGKILL:
+                procs = list((getattr(pool, "_processes", None) or {}).values())  # Dagster's run loop outlives SIGTERM)
+                for proc in procs:
+                    proc.kill()
+                for proc in procs:
+                    proc.join(10)
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = None
+            _cancel_unfinished(instance, launch)
         raise
     finally:
         if pool is not None:

@@ -22,7 +22,9 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 PR_SET_PDEATHSIG = 1
 
@@ -36,6 +38,29 @@ def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> Non
         return                                    # not Linux: the pipe still stops the group
     if parent is not None and os.getppid() != parent:
         os._exit(1)
+
+
+@contextmanager
+def signals_deferred():
+    """SIGINT and SIGTERM wait until the block ends (then go to the handler that was there), so a
+    second Ctrl-C cannot cut a shutdown short and leave processes behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, frame: got.append(signum))
+           for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if got:
+            handler = old[got[0]]
+            if callable(handler):
+                handler(got[0], None)
+            elif handler != signal.SIG_IGN:
+                os.kill(os.getpid(), got[0])
 
 
 def _members(pgid: int) -> list[int]:

@@ -21,6 +21,7 @@ from dagster._utils.interrupts import capture_interrupts
 
 from agedistill_dag.cluster import _sigterm_as_exit, group_members
 from agedistill_dag.materialize import _SignalsDuringRun, quiet_instance_home
+from agedistill_dag.supervise import signals_deferred
 from agedistill_testing import write_params
 
 
@@ -51,6 +52,18 @@ def test_a_sigterm_dagster_swallowed_is_raised_and_the_handler_kept():
         assert signal.getsignal(signal.SIGTERM) is _sigterm_as_exit                   # ours again
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_a_second_ctrl_c_waits_for_the_shutdown():
+    """signals_deferred (around stopping the cluster, killing the pool, marking runs canceled): a
+    Ctrl-C inside does not cut the block short; it is raised when the block is done."""
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+            done.append(True)
+    assert done == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_no_signal_no_exception():
