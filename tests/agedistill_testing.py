@@ -30,3 +30,51 @@ def write_params(folder: Path, profiles: dict, base: dict | None = None, default
     return path
 
 
+
+
+class ProcessOutput:
+    """Reads a subprocess' text stdout in a thread (so a full pipe never blocks it) and waits for
+    a line: ``out.wait_for(lambda line: ..., timeout)``; ``out.text`` is everything read so far."""
+
+    def __init__(self, proc):
+        import threading
+        self.proc, self.lines, self._cond = proc, [], threading.Condition()
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self.lines.append(None)                  # end of output
+            self._cond.notify_all()
+
+    @property
+    def text(self) -> str:
+        with self._cond:
+            return "".join(line for line in self.lines if line is not None)
+
+    def wait_for(self, predicate, timeout: float) -> str:
+        """The first line for which ``predicate`` is true; AssertionError (with the output) if the
+        output ends or ``timeout`` seconds pass first."""
+        import time
+        deadline, seen = time.monotonic() + timeout, 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    if line is None:
+                        raise AssertionError(f"the process ended first:\n{self.text[-4000:]}")
+                    if predicate(line):
+                        return line
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no such line within {timeout:.0f} s:\n{self.text[-4000:]}")
+                self._cond.wait(left)
+
+    def finish(self, timeout: float = 60) -> str:
+        """All the output, once the process has closed it."""
+        self._thread.join(timeout)
+        return self.text

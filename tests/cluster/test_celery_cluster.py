@@ -23,7 +23,7 @@ from agedistill_core.shards import list_shards, read_shards
 from agedistill_dag.cluster import (BROKER_ENV, DEMO_WORKERS, Cluster, group_members, redis_server_binary,
                                     steps_by_worker)
 from agedistill_dag.materialize import main, materialize_all
-from agedistill_testing import write_params
+from agedistill_testing import ProcessOutput, write_params
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]   # one xdist worker runs the clusters
 
@@ -209,31 +209,30 @@ def test_interrupt_at_any_moment_leaves_nothing(tmp_path, moment):
     proc = subprocess.Popen([sys.executable, "-m", "agedistill_dag.cluster", "--profile", "small", "--params",
                              str(params), "--logdir", str(logs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True, text=True)
-    out, groups = [], [proc.pid]
+    out, groups = ProcessOutput(proc), [proc.pid]
     try:
-        for text in proc.stdout:
-            out.append(text)
-            if "process ids:" in text:
-                groups += [int(pid) for pid in re.findall(r"=(\d+)", text.split("process ids:", 1)[1])]
-            if text.startswith(f"materialising {line}"):
-                break
-        assert len(groups) == 4, "".join(out)                     # the launcher, Redis, two workers
+        ids = out.wait_for(lambda text: "process ids:" in text, 600)
+        groups += [int(pid) for pid in re.findall(r"=(\d+)", ids.split("process ids:", 1)[1])]
+        assert len(groups) == 4, out.text                         # the launcher, Redis, two workers
+        out.wait_for(lambda text: text.startswith(f"materialising {line}"), 900)
         received = sum(log.read_text().count(" received") for log in logs.glob("worker-*.log"))
         if event == "received":                                    # a step went to a worker
             _wait_until(lambda: sum(log.read_text().count(" received") for log in logs.glob("worker-*.log"))
-                        > received, 120, "a step on a worker")
+                        > received, 300, "a step on a worker")
         elif event == "last.pt":                                   # an epoch trained, more to go
-            _wait_until(lambda: list((tmp_path / "work" / "students").rglob("last.pt")), 300,
+            _wait_until(lambda: list((tmp_path / "work" / "students").rglob("last.pt")), 600,
                         "the first epoch's checkpoint")
+        before = len(out.lines)
         if target == "group":
             os.killpg(proc.pid, sig)
         else:
             os.kill(proc.pid, sig)
-        rest, _ = proc.communicate(timeout=120)
+        proc.wait(timeout=180)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    text = "".join(out) + rest
+    text = out.finish()
+    rest = "".join(line for line in out.lines[before:] if line is not None)
     # nothing left in any group the launcher started (its own: the pool processes and
     # multiprocessing's resource tracker, which exits when it sees its parent gone)
     for pgid in groups:
