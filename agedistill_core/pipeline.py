@@ -324,7 +324,8 @@ def run_all(settings: Settings, log: Log = print) -> str:
 # -- versions: what a scheduler (Dagster) compares to tell stale from fresh ---------------
 def settings_version(settings: Settings, stage_name: str) -> str:
     """Hash of the settings sections the stage reads (``Stage.settings``): changes exactly when a
-    setting that changes the stage's output changes (for crops and LFW+C it is the hash their files record)."""
+    setting that changes the stage's output changes (LFW+C files record it; crop shards record it followed by
+    their images' content hash, ``+img...``)."""
     return settings.section_hash(*stage(stage_name).settings)
 
 
@@ -347,9 +348,9 @@ def stage_version(settings: Settings, stage: str, key=None) -> str | None:
 
     ``key``: a shard id (crops, label), a ``(corruption, severity)`` pair (lfwc), an
     architecture (train); none for the others.  Crops and labels report the version
-    their shard files record (a settings hash; a label shard's chains its crop
-    shard's), an LFW+C partition its completion record; the label table hashes its
-    inputs' versions (the manifest and the label shards); the manifest, checkpoints
+    their shard files record (a settings hash and the shard's images' content hash;
+    a label shard's chains its crop shard's), an LFW+C partition its completion
+    record; the label table hashes its inputs' versions (the manifest and the label shards); the manifest, checkpoints
     and benchmark tables hash their bytes.  Equal versions mean equal data, so a
     re-run that the stage skips reports the version it reported before.
     """
