@@ -607,6 +607,9 @@ def _profile_name(path: Path, raw: dict, profile: str | None) -> str:
     name = profile or os.environ.get(PROFILE_ENV) or raw.get("default_profile")
     if name is None or name == "":
         raise ConfigError(f"{path}: no profile given and no default_profile; choose one of: {_choices(profiles)}")
+    if not isinstance(name, (str, int, float, bool)):
+        raise ConfigError(f"{path}: default_profile must be a profile name, got {_short(name)}; choose one of: "
+                          f"{_choices(profiles)}; fix it in {path.name} (default_profile)")
     if name not in profiles:
         numeric = [k for k in profiles if not isinstance(k, str) and str(k) == str(name)]
         if numeric:

@@ -61,6 +61,11 @@ def test_unknown_profile_with_a_numeric_profile_key(tmp_path):
     refused(params, "p", "'b' is not a data set under 'datasets:'; known: 1, a")
 
 
+def test_default_profile_that_is_not_a_name(tmp_path):
+    params = _raw(tmp_path, {"default_profile": ["demo"], "profiles": {"demo": {}}})
+    refused(params, None, "default_profile must be a profile name, got ['demo']; choose one of: demo")
+
+
 def test_params_file_that_is_not_utf8(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_bytes("profiles:\n  caf\u00e9: {}\n".encode("latin-1"))
