@@ -255,6 +255,7 @@ def finetune_groups(settings: Settings, *, teacher: bool = True, log: Callable[[
     teach = to_group(_teacher_ages(settings, jpegs)) if teacher else None
     ids = [it.path for it in items]
     per_fold = []
+    tuned = np.full(len(items), -1)
     for k in sorted(set(folds.tolist())):
         test, train = np.flatnonzero(folds == k), np.flatnonzero(folds != k)
         if len(train) == 0 or len(test) == 0:
@@ -264,6 +265,7 @@ def finetune_groups(settings: Settings, *, teacher: bool = True, log: Callable[[
         model = ft.train(f"{name} {settings.students.loss} fold {k}", f"fold{k}", tr,
                          {"fold": int(k), "test": te.fingerprint(), "test_faces": len(te)})
         pred = ft.loss.groups(ft.outputs(model, te)).numpy()
+        tuned[test] = pred
         row = {"fold": int(k), "train_faces": int(len(train)), "test_faces": int(len(test))}
         row["top1"], row["one_off"] = group_accuracy(pred, groups[test])
         row["zero_shot_top1"], row["zero_shot_one_off"] = group_accuracy(zero[test], groups[test])
@@ -275,13 +277,22 @@ def finetune_groups(settings: Settings, *, teacher: bool = True, log: Callable[[
     if not per_fold:
         raise DataError(f"{name}: need at least two non-empty folds")
     keys = [k for k in per_fold[0] if k not in ("fold", "train_faces", "test_faces")]
+    tested = tuned >= 0
+    per_group = {}
+    for g, gname in enumerate(group_names):  # top-1 per true group, over the test folds
+        sel = tested & (groups == g)
+        if sel.any():
+            per_group[gname] = {"faces": int(sel.sum()), "top1": float((tuned[sel] == g).mean()),
+                                "zero_shot_top1": float((zero[sel] == g).mean()),
+                                **({"teacher_top1": float((teach[sel] == g).mean())} if teach is not None else {})}
     result = {"protocol": "groups", "profile": settings.profile, "data": name, "root": str(root),
               "head": settings.students.loss, "checkpoint": str(ft.path), "arch": ft.arch,
               "faces": f"{ft.faces.detector}+{ft.faces.align}", "n_groups": len(group_names),
               "groups": list(group_names), "faces_used": len(items), "official_folds": official,
               "epochs": settings.students.epochs, "lr": base_lr(settings, ft.arch),
               "batch_size": ft.batch_size, "seed": ft.seed, "run": str(ft.out),
-              **{k: float(np.mean([f[k] for f in per_fold])) for k in keys}, "folds": per_fold}
+              **{k: float(np.mean([f[k] for f in per_fold])) for k in keys}, "folds": per_fold,
+              "per_group": per_group}
     atomic_write_text(ft.out / "result.json", json.dumps(result, indent=2))
     return result
 

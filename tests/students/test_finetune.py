@@ -106,6 +106,9 @@ def test_fairface_k_folds_framed_as_the_checkpoint_records_and_resumed(distilled
     for key in ("top1", "zero_shot_top1", "teacher_top1"):
         assert res[key] == pytest.approx(np.mean([f[key] for f in res["folds"]]))
         assert 0 <= res[key] <= res[key.replace("top1", "one_off")] <= 1
+    per_group = res["per_group"]
+    assert sum(g["faces"] for g in per_group.values()) == 15 and set(per_group) <= set(res["groups"])
+    assert res["top1"] == pytest.approx(sum(g["top1"] * g["faces"] for g in per_group.values()) / 15)  # 3 folds of 5
     out = run_dir(s, "mn3_small")
     assert json.loads((out / "result.json").read_text())["top1"] == res["top1"]
     ck = load_checkpoint(out / "fold0" / "last.pt")
