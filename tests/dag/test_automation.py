@@ -41,6 +41,11 @@ class Ticks:
         return result.get_num_requested(self.bench)
 
 
+def _run(p: Profile, arch: str = "mn3_small") -> str:
+    """The profile's run (student partition) of ``arch``: its name carries a hash of the recipe."""
+    return next(run for run, a in p.runs.items() if a == arch)
+
+
 def _materialised(instance: dg.DagsterInstance, p: Profile, asset: str, partition: str | None = None) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(p.key(asset), partition=partition))
 
@@ -72,7 +77,7 @@ def test_new_checkpoint_requests_benchmark_once(demo):
     assert tick() == 0                                   # a new label table alone does not re-evaluate
     assert tick() == 0
 
-    _materialised(instance, p, "student_checkpoints", "mn3_small")
+    _materialised(instance, p, "student_checkpoints", _run(p))
     assert tick() == 1                                   # a new checkpoint: benchmark requested
     assert tick() == 0                                   # requested once, not on every tick
     assert tick(minutes=60) == 0
@@ -83,9 +88,9 @@ def test_new_checkpoint_requests_benchmark_once(demo):
     assert tick() == 0
 
     # two checkpoints (another partition, then the same one again) between ticks: one request
-    other = next(k for k in p.students.get_partition_keys() if k != "mn3_small")
+    other = next(k for k in p.students.get_partition_keys() if k != _run(p))
     _materialised(instance, p, "student_checkpoints", other)
-    _materialised(instance, p, "student_checkpoints", "mn3_small")
+    _materialised(instance, p, "student_checkpoints", _run(p))
     assert tick() == 1
     assert tick() == 0
 
@@ -97,7 +102,7 @@ def test_benchmark_written_after_the_checkpoint_needs_no_request(demo):
     tick = Ticks(p, defs, instance, TUESDAY)
     _materialised(instance, p, "vmage_table")
     assert tick() == 0
-    _materialised(instance, p, "student_checkpoints", "mn3_small")
+    _materialised(instance, p, "student_checkpoints", _run(p))
     _materialised(instance, p, "benchmark_tables")
     assert tick() == 0
 
@@ -107,7 +112,7 @@ def test_no_request_without_label_table(demo):
     instance = dg.DagsterInstance.ephemeral()
     tick = Ticks(p, defs, instance, TUESDAY)
     assert tick() == 0
-    _materialised(instance, p, "student_checkpoints", "mn3_small")
+    _materialised(instance, p, "student_checkpoints", _run(p))
     assert tick() == 0                                   # the benchmark would fail without vmage_table
     assert tick(at=NEXT_MONDAY_3AM + dt.timedelta(minutes=1)) == 0
 
@@ -125,7 +130,7 @@ def test_checkpoint_during_a_benchmark_run_waits_for_the_run(demo):
     instance.report_dagster_event(dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name=run.job_name),
                                   run_id=run.run_id)
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
-    _materialised(instance, p, "student_checkpoints", "mn3_small")
+    _materialised(instance, p, "student_checkpoints", _run(p))
     assert tick() == 0                                   # the benchmark is being written
     assert tick() == 0
     instance.report_run_failed(instance.get_run_by_id(run.run_id))
@@ -138,7 +143,7 @@ def test_weekly_cron_tick(demo):
     instance = dg.DagsterInstance.ephemeral()
     tick = Ticks(p, defs, instance, TUESDAY)
     _materialised(instance, p, "vmage_table")
-    _materialised(instance, p, "student_checkpoints", "mn3_small")
+    _materialised(instance, p, "student_checkpoints", _run(p))
     _materialised(instance, p, "benchmark_tables")
     assert tick() == 0
     assert tick(at=NEXT_MONDAY_3AM - dt.timedelta(minutes=1)) == 0     # Monday 02:59: not yet

@@ -25,7 +25,8 @@ import pytest
 
 from agedistill_dag.definitions import build_definitions
 from agedistill_dag.jobs import AUTOMATION_SENSOR
-from agedistill_dag.materialize import materialize_all
+from agedistill_core.pipeline import stage_keys
+from agedistill_dag.materialize import STAGE_OF_ASSET, materialize_all
 from agedistill_dag.profile import Profile
 from agedistill_testing import REPO, write_params
 
@@ -39,12 +40,13 @@ else:
         not CHROMIUM.is_file(), reason=f"needs Debian's chromium at {CHROMIUM} (apt-get install chromium)")
 
 PROFILE = "demo"
-# asset -> a numeric metadata entry its latest materialisation shows
+# asset -> a numeric metadata entry its latest materialisation shows ({run}: the student's run name,
+# which carries a hash of its recipe, e.g. mn3_small-455659)
 ASSETS = {"face_manifest": "images", "face_crops": "images", "teacher_soft_labels": "faces", "vmage_table": "faces",
-          "lfwc_images": "faces", "student_checkpoints": "best_val_mae", "benchmark_tables": "mae_to_teacher[mn3_small]"}
+          "lfwc_images": "faces", "student_checkpoints": "best_val_mae", "benchmark_tables": "mae_to_teacher[{run}]"}
 # asset -> (Markdown metadata entry holding the chart, the chart's alt text)
 CHARTS = {"vmage_table": ("age_group_histogram", "teacher ages by SPEC group"),
-          "student_checkpoints": ("training_curves", "mn3_small training curves"),
+          "student_checkpoints": ("training_curves", "{run} training curves"),
           "benchmark_tables": ("robustness_chart", "MAE per corruption and severity")}
 START_TIMEOUT_S = 180      # dagster dev: webserver, daemon and code server on a busy machine
 RUN_TIMEOUT_S = 300        # the reevaluate run: a process that imports torch, scores 21 faces x 5 sets
@@ -115,6 +117,8 @@ def _screenshot(page: Page, name: str) -> None:
 class UI:
     def __init__(self, url: str, home: Path, params: Path, log: Path):
         self.url, self.home, self.params, self.log = url, home, params, log
+        settings = Profile.load(PROFILE, str(params)).settings          # the student's run (partition)
+        self.run = stage_keys(settings, STAGE_OF_ASSET["student_checkpoints"])[0]
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.is_file() else ""
@@ -202,7 +206,7 @@ def test_every_asset_page_renders(ui, page):
         expect(page.get_by_text(description, exact=True)).to_be_visible()
         expect(page.get_by_text("Latest materialization").first).to_be_visible()
         # the latest materialisation's metadata table, with its Plots view
-        entry = page.get_by_role("row").filter(has=page.get_by_text(ASSETS[asset], exact=True))
+        entry = page.get_by_role("row").filter(has=page.get_by_text(ASSETS[asset].format(run=ui.run), exact=True))
         expect(entry.first).to_be_visible()
         expect(page.get_by_role("button", name="Plots")).to_be_visible()
         assert "Unexpected GraphQL error" not in page.inner_text("body")
@@ -213,6 +217,7 @@ def test_chart_opens_as_an_image(ui, page, asset):
     """Markdown metadata with a data: URI PNG: the metadata table shows it behind [Show Markdown]
     (Dagster inlines Markdown under 1000 characters only); the dialog shows the decoded image."""
     entry, alt = CHARTS[asset]
+    alt = alt.format(run=ui.run)
     page.goto(f"{ui.url}/assets/{PROFILE}/{asset}")
     row = page.get_by_role("row").filter(has=page.get_by_text(entry, exact=True))
     row.get_by_text("[Show Markdown]").click()
@@ -229,7 +234,7 @@ def test_chart_opens_as_an_image(ui, page, asset):
 def test_benchmark_numbers_plotted_over_materialisations(ui, page):
     page.goto(f"{ui.url}/assets/{PROFILE}/benchmark_tables")
     page.get_by_role("button", name="Plots").click()
-    for name in ("mae_to_teacher[mn3_small]", "test_faces"):
+    for name in (f"mae_to_teacher[{ui.run}]", "test_faces"):
         expect(page.get_by_text(name, exact=True)).to_be_visible()
     canvases = page.locator("canvas")
     expect(canvases.first).to_be_visible()
@@ -260,7 +265,7 @@ def test_reevaluate_launched_from_the_launchpad_succeeds(ui, page):
         assert run.status == dg.DagsterRunStatus.SUCCESS, f"{run.status}:\n{ui.log_tail()}"
         records = instance.fetch_materializations(dg.AssetKey([PROFILE, "benchmark_tables"]), limit=100).records
     assert len(records) == before + 1 and records[0].run_id == run_id
-    assert "mae_to_teacher[mn3_small]" in records[0].asset_materialization.metadata
+    assert f"mae_to_teacher[{ui.run}]" in records[0].asset_materialization.metadata
 
 
 def _wait_for_run(ui: UI, known: set[str], timeout_s: float) -> dg.DagsterRun:
@@ -291,7 +296,7 @@ def test_reevaluation_sensor_turned_on_in_the_ui_reacts_to_a_new_checkpoint(ui, 
             # other tests read (in whatever order they run) still shows the curves and numbers
             key = dg.AssetKey([PROFILE, "student_checkpoints"])
             latest = instance.get_latest_materialization_event(key).asset_materialization
-            instance.report_runless_asset_event(dg.AssetMaterialization(key, partition="mn3_small",
+            instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=ui.run,
                                                                         metadata=dict(latest.metadata)))
         run = _wait_for_run(ui, known, RUN_TIMEOUT_S + 60)      # the sensor ticks every 30 s
         assert run.tags.get("dagster/sensor_name") == AUTOMATION_SENSOR, run.tags

@@ -42,7 +42,9 @@ def test_asset_keys_groups_and_partitions():
     assert graph.get(dg.AssetKey(["demo", "face_crops"])).partitions_def.name == "shards_demo"
     assert graph.get(dg.AssetKey(["demo", "teacher_soft_labels"])).partitions_def.name == "shards_demo"
     students = graph.get(dg.AssetKey(["demo", "student_checkpoints"])).partitions_def
-    assert set(students.get_partition_keys()) == set(STUDENT_ARCHS)      # the default recipe: run = arch
+    runs = students.get_partition_keys()                  # one run per architecture: arch-<recipe hash>
+    assert sorted(r.rsplit("-", 1)[0] for r in runs) == sorted(STUDENT_ARCHS)
+    assert len({r.rsplit("-", 1)[1] for r in runs}) == 1     # the same recipe
     assert set(STUDENT_ARCHS) == set(STUDENTS.names())
     groups = {graph.get(dg.AssetKey(["demo", k])).group_name for k in EXPECTED}
     assert groups == {"data", "teacher", "robustness", "students", "benchmarks"}
@@ -81,9 +83,11 @@ def test_two_profiles_in_one_instance_stay_apart(tmp_path):
     assert not keys_a & keys_b
     assert a.shards.name == "shards_a" and b.shards.name == "shards_b"
     # students keyed by run (architecture + recipe): b's recipe differs, so do its partitions
-    assert "mn3_small" in a.students.get_partition_keys()
-    assert "mn3_small-gt-x" in b.students.get_partition_keys()
-    assert b.runs["mn3_small-gt-x"] == "mn3_small"
+    run_a = next(r for r, arch in a.runs.items() if arch == "mn3_small")
+    run_b = next(r for r, arch in b.runs.items() if arch == "mn3_small")
+    assert run_a.startswith("mn3_small-") and run_b.startswith("mn3_small-gt-x-") and run_a != run_b
+    assert run_a in a.students.get_partition_keys() and run_b not in a.students.get_partition_keys()
+    assert run_b in b.students.get_partition_keys()
 
     instance = dg.DagsterInstance.ephemeral()
     for p, defs in ((a, defs_a), (b, defs_b)):
@@ -150,7 +154,7 @@ def test_graph_jobs_stage_order_and_gpu_queue():
     assert node.tags[QUEUE_TAG] == GPU_QUEUE
     # the partitions the demo profile asks for: its students and its selected LFW+C partitions
     stage = {s.assets: s for wave in stage_waves(p, defs) for s in wave}
-    assert wanted_partitions(p, stage[("student_checkpoints",)]) == ["mn3_small"]
+    assert wanted_partitions(p, stage[("student_checkpoints",)]) == [r for r, a in p.runs.items() if a == "mn3_small"]
     lfwc = wanted_partitions(p, stage[("lfwc_images",)])
     assert len(lfwc) == len(p.settings.corruptions.severities) * 13 and lfwc[0].keys_by_dimension
 

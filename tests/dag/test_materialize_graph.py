@@ -57,18 +57,19 @@ def _full_graph(utk_params, instance):
 
     bench = {r["run"]: r for r in read_table(s.benchmarks_dir / "benchmark.parquet").to_pylist()}
     assert bench["age_gender_onnx"]["mae_to_ground_truth"] < 10          # the teacher on real ages
-    student = bench["mn3_small"]
+    run = next(r for r in bench if r.startswith("mn3_small-"))        # the run name carries a recipe hash
+    student = bench[run]
     assert math.isfinite(student["mae_to_teacher"]) and math.isfinite(student["mae_to_ground_truth"])
     assert student["test_faces"] == bench["age_gender_onnx"]["test_faces"] > 30
-    assert (s.students_dir / "mn3_small" / "best.pt").is_file()
-    assert (s.students_dir / "mn3_small" / "metrics.png").is_file()
+    assert (s.students_dir / run / "best.pt").is_file()
+    assert (s.students_dir / run / "metrics.png").is_file()
 
     # the corrupted set: the 4 selected (corruption, severity) partitions, 40 faces each
     lfwc = {p.name for p in s.lfwc_dir.iterdir()}
     assert lfwc == {"defocus_blur-s1", "defocus_blur-s5", "jpeg-s1", "jpeg-s5"}
     rob = read_table(s.benchmarks_dir / "robustness.parquet").to_pylist()
     assert {(r["model"], r["corruption"], r["severity"]) for r in rob} >= {
-        ("teacher", "defocus_blur", 5), ("mn3_small", "jpeg", 1)}
+        ("teacher", "defocus_blur", 5), (run, "jpeg", 1)}
     assert all(r["faces"] == 40 and math.isfinite(r["mae"]) for r in rob)
     mae = {(r["model"], r["corruption"], r["severity"]): r["mae"] for r in rob}
     assert mae[("teacher", "defocus_blur", 5)] > mae[("teacher", "clean", 0)]   # heavy blur hurts
@@ -83,7 +84,7 @@ def _full_graph(utk_params, instance):
         "![MAE per corruption and severity](data:image/png;base64,")
     assert bench_meta.metadata["robustness_plot"].value.endswith("robustness.png")
     student_meta = latest("student_checkpoints")
-    assert student_meta.partition == "mn3_small"                                # the run name of the default recipe
+    assert student_meta.partition == run                                        # the run name (recipe hash)
     assert "(data:image/png;base64," in student_meta.metadata["training_curves"].value
 
     # the vmage_table materialisation carries its summary for the UI
