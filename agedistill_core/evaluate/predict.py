@@ -372,10 +372,16 @@ def _check_array(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-# How pool workers start: forked where the platform can (0.7 s for two workers on a loaded 2-core
-# machine, against 3.7 s spawned: a spawned worker imports cv2, dlib and the core again); the
-# workers use only OpenCV (one thread) and dlib, never the parent's onnxruntime or torch.
-POOL_START = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+# How pool workers start.  Forked when neither onnxruntime nor torch is loaded yet (as in
+# `agedistill predict` with an ONNX model: the pool starts before the first face is aged): 0.7 s
+# for two workers on a loaded 2-core machine.  Forking after an onnxruntime session has run with
+# its thread pool makes the workers hang, so otherwise they are spawned (3.7 s: each imports cv2,
+# dlib and the core again).
+def pool_context():
+    if "fork" in multiprocessing.get_all_start_methods() and not {"onnxruntime", "torch"} & set(sys.modules):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
 
 # The framing state of a pool worker (set once by _worker_init).
 _WORKER: dict = {}
@@ -442,8 +448,8 @@ class AgeEstimator:
     metadata or checkpoint config: what its training crops were), else ``faces`` /
     ``settings.faces``; ``detector`` overrides the detector.  ``workers`` (default 1 here,
     all cores in the CLI) frames photos of ``predict_paths`` in that many processes
-    (forked on Linux; where they are spawned, guard a script's entry point with
-    ``if __name__ == "__main__":``).
+    (spawned once onnxruntime or torch is loaded, see ``pool_context``: guard a script's entry
+    point with ``if __name__ == "__main__":``).
     ``max_pixels``: the decoding cap (None: ``$AGEDISTILL_MAX_PIXELS`` or 50 MP; 0: none).
     """
 
@@ -520,7 +526,7 @@ class AgeEstimator:
         """The photos of ``paths``, in order, each with its rows aged, as they are ready.
 
         With more than one worker, photos are read, detected and aligned in a process pool
-        (``POOL_START``) and the faces of the photos ready at the same time are aged in one batch."""
+        (``pool_context``) and the faces of the photos ready at the same time are aged in one batch."""
         paths = [str(p) for p in paths]
         n = self.workers if workers is None else (default_workers() if workers == 0 else int(workers))
         n = max(1, min(n, len(paths)))
@@ -531,7 +537,7 @@ class AgeEstimator:
                     yield self.age([self.frame(p)])[0]
                     bar.update()
                 return
-            ctx = multiprocessing.get_context(POOL_START)
+            ctx = pool_context()
             with ctx.Pool(n, initializer=_worker_init, initargs=(self.faces, self.nms_iou, self.max_pixels)) as pool:
                 it = pool.imap(_worker_frame, paths, chunksize=1)
                 done = 0

@@ -238,3 +238,20 @@ def test_progress_is_a_log_line_every_few_photos_off_a_terminal(caplog):
     bar.close()
     lines = [r.getMessage() for r in caplog.records if r.name == "agedistill.predict"]
     assert [line.split(" photos")[0] for line in lines] == ["predict: 2/5", "predict: 4/5"]
+
+
+def test_cli_workers_give_the_rows_of_one_worker_in_order(tmp_path):
+    folder = tmp_path / "photos"
+    rgb = data.astronaut()
+    for k in range(5):  # different crops of the photo: different boxes, so the order shows
+        _write(folder / f"p{k}.png", np.ascontiguousarray(rgb[k * 20:, k * 10:]))
+    runs = {}
+    for workers in ("1", "2"):
+        res = subprocess.run([PYTHON, "-m", "agedistill_core.cli", "predict", str(folder), "--workers", workers],
+                             capture_output=True, text=True, cwd=REPO, timeout=600)
+        assert res.returncode == 0, res.stderr
+        runs[workers] = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert [r["path"] for r in runs["2"]] == sorted(str(folder / f"p{k}.png") for k in range(5))
+    assert [(r["path"], r["x0"], r["y0"], r["status"]) for r in runs["1"]] == \
+        [(r["path"], r["x0"], r["y0"], r["status"]) for r in runs["2"]]
+    np.testing.assert_allclose([float(r["age"]) for r in runs["1"]], [float(r["age"]) for r in runs["2"]], atol=0.01)
