@@ -41,11 +41,13 @@ cluster-demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m agedistill_dag.cluster --profile demo --logdir $(CURDIR)/logs/cluster-demo
 
 
-# Tests in TEST_JOBS parallel processes (pytest-xdist), those sharing a fixture (a materialised
-# graph, dagster dev, the clusters) in one process: tests/conftest.py.  TEST_JOBS=0: one process.
+# Tests in TEST_JOBS parallel processes (pytest-xdist), each test file in one process, so that a
+# module's shared fixture (a materialised graph, dagster dev) is built once.  `--dist loadgroup`
+# would be finer, but pytest-xdist 3.8 cannot tag node ids under pytest 9 (it sets Item._nodeid,
+# which pytest 9 no longer reads): its xdist_group markers are ignored.  TEST_JOBS=0: one process.
 TEST_JOBS ?= 2
 test: install $(MOTO)
-	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgroup)
+	$(BIN)/python -m pytest -q $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadfile)
 
 # The Dagster web UI on the same instance `make demo` wrote to.
 ui: install $(DAGSTER_HOME)/dagster.yaml

@@ -25,7 +25,7 @@ from agedistill_dag.cluster import (BROKER_ENV, DEMO_WORKERS, Cluster, group_mem
 from agedistill_dag.materialize import main, materialize_all
 from agedistill_testing import ProcessOutput, write_params
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]   # one xdist worker runs the clusters
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]   # (--dist loadgroup: one worker)
 
 SMALL_GRAPH = ["face_manifest", "face_crops", "teacher_soft_labels", "vmage_table", "lfwc_images"]
 

@@ -15,7 +15,7 @@ from agedistill_dag.cluster import Cluster, free_port, group_members, redis_serv
 from agedistill_dag.materialize import materialize_all
 from agedistill_testing import write_params
 
-pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]   # one xdist worker runs the clusters
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]   # (--dist loadgroup: one worker)
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
