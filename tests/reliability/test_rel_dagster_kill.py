@@ -24,7 +24,8 @@ import pytest
 from agedistill_core.shards import list_shards, read_shards, read_table
 from agedistill_core.students.checkpoint import load_checkpoint
 from agedistill_testing import REPO
-from rel_helpers import PROFILE, make_params, parquet_files
+from agedistill_core.students.train import run_name
+from rel_helpers import PROFILE, load, make_params, parquet_files
 
 EPOCHS = 2
 SHARDS = [f"shard-{k:05d}" for k in range(4)]
@@ -104,6 +105,8 @@ def _stamps(work: Path) -> dict[str, tuple[int, int]]:
 def test_killed_dagster_run_reruns_to_the_same_outputs(tmp_path, faces_dir, fault_dir, dag_reference, kill):
     params = _params(tmp_path, faces_dir)
     work, home = tmp_path / "work", tmp_path / "dagster_home"
+    run = run_name(load(params), "mn3_small")          # the run folder (named by arch and recipe)
+    kill = kill.replace("students/mn3_small/", f"students/{run}/")
 
     # one run at a time in the materialising process (--jobs 1), so the kill stops everything at a
     # known point; the rerun goes in parallel, as `make demo` does
@@ -154,13 +157,13 @@ def test_killed_dagster_run_reruns_to_the_same_outputs(tmp_path, faces_dir, faul
         assert rows.num_rows == got["faces"] == len(pc.unique(rows["image_id"]))
     # the student finished both epochs, resumed to the uninterrupted run's weights
     for name in ("last.pt", "best.pt"):
-        got = load_checkpoint(work / "students" / "mn3_small" / name)
-        want = load_checkpoint(dag_reference / "students" / "mn3_small" / name)
+        got = load_checkpoint(work / "students" / run / name)
+        want = load_checkpoint(dag_reference / "students" / run / name)
         assert got["epoch"] == want["epoch"]
         assert got["model"].keys() == want["model"].keys()
         for k, v in want["model"].items():
             assert got["model"][k].equal(v), f"{name}: {k} differs from the uninterrupted run"
-    assert load_checkpoint(work / "students" / "mn3_small" / "last.pt")["epoch"] == EPOCHS - 1
+    assert load_checkpoint(work / "students" / run / "last.pt")["epoch"] == EPOCHS - 1
 
 
 def test_a_run_process_killed_in_a_parallel_materialisation(tmp_path, faces_dir, fault_dir, dag_reference):

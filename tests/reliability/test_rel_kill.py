@@ -15,7 +15,8 @@ import pyarrow.compute as pc
 import pytest
 
 from agedistill_core.shards import list_shards, read_shards
-from rel_helpers import assert_same_tables, make_params, run_cli
+from agedistill_core.students.train import run_name
+from rel_helpers import assert_same_tables, load, make_params, run_cli
 
 SHARDS = [f"shard-{k:05d}" for k in range(4)]
 
@@ -90,19 +91,21 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tmp_path, faces_di
 
     inputs = ["manifest.parquet", "crops", "labels", "vmage.parquet"]
     runs = {}
-    for name, kill in (("killed", "after:students/mn3_small/last.pt"), ("plain", None)):
+    for name, kill in (("killed", "after:students/{run}/last.pt"), ("plain", None)):
         work = tmp_path / name / "work"
         params = make_params(tmp_path / name, work, faces_dir, students={"epochs": 2, "threads": 1})
+        run = run_name(load(params), "mn3_small")      # the run folder (named by arch and recipe)
+        kill = kill and kill.format(run=run)
         _start_from(reference, work, inputs)
         if kill:
             r = run_cli(params, "train", kill=kill, fault=fault_dir)
             assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr[-2000:])
-            first = torch.load(work / "students/mn3_small/last.pt", weights_only=True)
+            first = torch.load(work / "students" / run / "last.pt", weights_only=True)
             assert first["epoch"] == 0  # killed after epoch 1 of 2
         r = run_cli(params, "train")
         assert r.returncode == 0, r.stderr[-2000:]
         assert ("resuming after epoch 1" in r.stdout + r.stderr) == bool(kill)
-        runs[name] = {f: torch.load(work / "students/mn3_small" / f, weights_only=True) for f in ("last.pt", "best.pt")}
+        runs[name] = {f: torch.load(work / "students" / run / f, weights_only=True) for f in ("last.pt", "best.pt")}
     for f in ("last.pt", "best.pt"):
         a, b = runs["killed"][f], runs["plain"][f]
         assert a["epoch"] == b["epoch"]
