@@ -101,7 +101,7 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
         "",
         "## Recipe",
         f"- Loss `{st.get('loss')}`, weighting `{st.get('weighting')}`, balance `{st.get('balance', 'none')}`; SGD lr "
-        f"{cfg.get('lr')} x{st.get('lr_gamma')} every {st.get('lr_step_epochs')} epochs, momentum {st.get('momentum')}, "
+        f"{cfg.get('lr')} {_schedule(st)}, momentum {st.get('momentum')}, "
         f"batch {cfg.get('batch_size')}, SPEC augmentation, seed {cfg.get('seed')}; best validation loss kept "
         f"(epoch {int(ckpt.get('epoch', -1)) + 1} of this run); {start}.",
         f"- Epochs behind these weights: {total_epochs(ckpt)} in total "
@@ -164,6 +164,13 @@ def ship(profile: str, checkpoint: str, report: str, out: str, params: str | Non
     card = model_card(ckpt, json.loads(Path(report).read_text()), speed, settings, Path(checkpoint))
     atomic_write_text(out_dir / "MODEL_CARD.md", card)
     return out_dir
+
+
+def _schedule(st: dict) -> str:
+    """The learning-rate schedule of a run's ``students`` settings, in words."""
+    if st.get("lr_schedule") == "cosine":
+        return f"on a cosine schedule to 0 over {st.get('epochs')} epochs"
+    return f"x{st.get('lr_gamma')} every {st.get('lr_step_epochs')} epochs"
 
 
 def main(argv: list[str] | None = None) -> int:
