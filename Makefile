@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 
 $(DAGSTER_HOME)/dagster.yaml:
 	mkdir -p $(DAGSTER_HOME)
-	printf 'telemetry:\n  enabled: false\n' > $@
+	printf 'telemetry:\n  enabled: false\npython_logs:\n  managed_python_loggers:\n    - agedistill\n  python_log_level: INFO\n' > $@
 
 # Materialise the whole asset graph on the demo corpus, into $(DAGSTER_HOME): one Dagster run per
 # partition, independent partitions in parallel (one run per CPU core).  No Redis, no workers.

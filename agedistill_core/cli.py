@@ -43,9 +43,10 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(level: int = logging.INFO) -> None:
-    """``agedistill.*`` loggers to stderr, message only (once per process)."""
-    logger = logging.getLogger("agedistill")
+def setup_logging(level: int = logging.INFO, name: str = "agedistill") -> None:
+    """The ``name`` logger (and those below it) to stderr, message only (one handler, however often
+    it is called).  The stages log their messages and progress there; stdout is left to results."""
+    logger = logging.getLogger(name)
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
@@ -78,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", help="params.yaml profile (default: $AGEDISTILL_PROFILE or default_profile)")
     p.add_argument("--params", help="path to params.yaml (default: ./params.yaml)")
     p.add_argument("--data-root", help="override dataset.root of the profile")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug messages too (on stderr)")
+    loud.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only on stderr (no progress)")
     sub = p.add_subparsers(dest="command", required=True)
     from agedistill_core.pipeline import STAGES  # the stage subcommands come from the stage table
     for st in STAGES:
@@ -120,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_logging()
+    setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
         from agedistill_core.settings import load_settings
 
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(result)
         elif args.command == "all":
             print(pipeline.run_all(settings))
-            print(f"results: {settings.workdir}")
+            logging.getLogger("agedistill.cli").info(f"results: {settings.workdir}")
         elif args.command == "dvc-yaml":
             from agedistill_core.dvcyaml import write_dvc_yaml
             return write_dvc_yaml(settings, out=args.out, check=args.check)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,7 +32,7 @@ from agedistill_core.settings import Settings
 # functions below when a stage runs, so that the stage table, the CLI's --help and its argument
 # errors load none of them.
 
-Log = Callable[[str], None]
+LOG = logging.getLogger("agedistill.pipeline")
 
 
 def manifest_shards(settings: Settings) -> list[str]:
@@ -61,7 +62,12 @@ def check_shards(settings: Settings, shards: list[str] | None) -> list[str]:
     return list(dict.fromkeys(shards))
 
 
-def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None, log: Log) -> list:
+def _counts(counts: dict | None) -> str:
+    """``(ok 38, no_face 2)``: a stage's status counts for a log line."""
+    return f" ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})" if counts else ""
+
+
+def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None) -> list:
     """Run a per-shard stage over the given shards (default: all of the manifest's).
 
     A shard that fails with a user error (``DataError``: e.g. its input shard is
@@ -72,10 +78,10 @@ def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None, 
         try:
             r = stage(settings, sid)
         except DataError as exc:
-            log(f"{what} {sid}: failed: {exc}")
+            LOG.info(f"{what} {sid}: failed: {exc}")
             failed.append((sid, exc))
             continue
-        log(f"{what} {sid}: {r.rows} rows {r.counts or ''}{' (up to date)' if r.skipped else ''}")
+        LOG.info(f"{what} {sid}: {r.rows} rows{_counts(r.counts)}{' (up to date)' if r.skipped else ''}")
         results.append(r)
     if failed:
         if len(failed) == 1:
@@ -85,28 +91,28 @@ def _each_shard(stage, what: str, settings: Settings, shards: list[str] | None, 
     return results
 
 
-def run_manifest(settings: Settings, log: Log = print):
+def run_manifest(settings: Settings):
     """Scan the data set(s) into the manifest: one row per image, with split and sticky shard."""
     from agedistill_core.datasets import build_manifest
 
     table = build_manifest(settings)
-    log(f"manifest: {table.num_rows} images in {len(manifest_shards(settings))} shard(s) -> {settings.manifest_path}")
+    LOG.info(f"manifest: {table.num_rows} images in {len(manifest_shards(settings))} shard(s) -> {settings.manifest_path}")
     return table
 
 
-def run_crops(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list:
+def run_crops(settings: Settings, shards: list[str] | None = None) -> list:
     from agedistill_core.faces.crops import crop_shard
 
-    return _each_shard(crop_shard, "crops", settings, shards, log)
+    return _each_shard(crop_shard, "crops", settings, shards)
 
 
-def run_labels(settings: Settings, shards: list[str] | None = None, log: Log = print) -> list:
+def run_labels(settings: Settings, shards: list[str] | None = None) -> list:
     from agedistill_core.teacher.label import label_shard
 
-    return _each_shard(label_shard, "labels", settings, shards, log)
+    return _each_shard(label_shard, "labels", settings, shards)
 
 
-def run_vmage(settings: Settings, log: Log = print, *, strict: bool = True) -> dict:
+def run_vmage(settings: Settings, *, strict: bool = True) -> dict:
     """Build the label table, its summary and checks.  With ``strict`` (the CLI,
     DVC, ``run_all``) a failing check raises a one-line ``DataError`` after the
     table and summary are written (so they can be inspected)."""
@@ -127,9 +133,10 @@ def run_vmage(settings: Settings, log: Log = print, *, strict: bool = True) -> d
     summary["age_group_table"] = report["markdown"]
     atomic_write_text(settings.workdir / "vmage_summary.json", json.dumps(summary, indent=2))
     atomic_write_text(settings.workdir / "vmage_metrics.json", json.dumps(vmage_metrics(summary), indent=2))
-    log(f"label table: {summary['faces']} faces, groups {summary['age_groups']}")
+    groups = ", ".join(f"{g} {n}" for g, n in summary["age_groups"].items())
+    LOG.info(f"label table: {summary['faces']} faces; age groups {groups}")
     if len(summary["sources"]) > 1:
-        log("per source:\n" + summary["sources_table"])
+        LOG.info("per source:\n" + summary["sources_table"])
     failed = [c for c in checks if not c.passed]
     if strict and failed:
         names = {c.name for c in failed}
@@ -152,8 +159,7 @@ def vmage_metrics(summary: dict) -> dict:
     return out
 
 
-def run_lfwc(settings: Settings, names: list[str] | None = None, severities: list[int] | None = None,
-             log: Log = print) -> list:
+def run_lfwc(settings: Settings, names: list[str] | None = None, severities: list[int] | None = None) -> list:
     """Build the corrupted set's partitions (all that the profile selects, or a subset).
 
     A corruption or severity the profile does not select is a one-line error,
@@ -178,23 +184,23 @@ def run_lfwc(settings: Settings, names: list[str] | None = None, severities: lis
         raise ConfigError(f"severity {', '.join(map(str, bad))} (--severity) is not one of the profile's "
                           f"corruptions.severities: {', '.join(map(str, chosen_sevs))}")
     base = functools.cache(lambda: base_faces(settings, require=True))  # read the base faces at most once
-    return [build_lfwc_partition(settings, n, s, log=log, faces=base) for n, s in pairs
+    return [build_lfwc_partition(settings, n, s, faces=base) for n, s in pairs
             if (not names or n in names) and (not severities or s in severities)]
 
 
-def run_students(settings: Settings, archs: list[str] | None = None, log: Log = print) -> list[dict]:
+def run_students(settings: Settings, archs: list[str] | None = None) -> list[dict]:
     from agedistill_core.students.train import train_student
 
-    return [train_student(settings, a, log=log) for a in (archs or list(settings.students.archs))]
+    return [train_student(settings, a) for a in (archs or list(settings.students.archs))]
 
 
-def run_evaluate(settings: Settings, log: Log = print) -> str:
+def run_evaluate(settings: Settings) -> str:
     """The benchmark tables, and robustness where LFW+C partitions exist; returns the benchmark as Markdown."""
     from agedistill_core.evaluate.benchmark import run_benchmark
     from agedistill_core.evaluate.robustness import run_robustness
 
-    run_benchmark(settings, log=log)
-    run_robustness(settings, log=log)
+    run_benchmark(settings)
+    run_robustness(settings)
     return (settings.benchmarks_dir / "benchmark.md").read_text()
 
 
@@ -222,7 +228,7 @@ class Stage:
     name: str                         # CLI subcommand and DVC stage
     asset: str                        # Dagster asset (key ``<profile>/<asset>``)
     group: str                        # Dagster group
-    run: Callable                     # run(settings, **options, log=...): the whole stage
+    run: Callable                     # run(settings, **options): the whole stage (logs to agedistill.*)
     help: str
     partitions: str | None = None     # None | shards | lfwc (corruption x severity) | students (run name)
     needs: tuple[str, ...] = ()       # stages whose outputs it reads (the label table stands for the crops it
@@ -310,14 +316,14 @@ def stage_keys(settings: Settings, name: str, archs: list[str] | None = None) ->
     return [run_name(settings, arch) for arch in (archs or settings.students.archs)]
 
 
-def run_all(settings: Settings, log: Log = print) -> str:
+def run_all(settings: Settings) -> str:
     """Every stage in table order (LFW+C only when ``corruptions.enabled``); returns the benchmark as Markdown."""
     result = None
     for st in STAGES:
         if st.name == "lfwc" and not settings.corruptions.enabled:
-            log("lfwc: skipped (corruptions.enabled is false)")
+            LOG.info("lfwc: skipped (corruptions.enabled is false)")
             continue
-        result = st.run(settings, log=log)
+        result = st.run(settings)
     return result
 
 

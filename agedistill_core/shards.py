@@ -24,7 +24,7 @@ from agedistill_core.errors import DataError
 SHARD_PREFIX = "shard-"
 CORRUPT_SUFFIX = ".corrupt"
 
-log = logging.getLogger("agedistill")
+log = logging.getLogger("agedistill.shards")
 _UMASK_LOCK = threading.Lock()
 
 

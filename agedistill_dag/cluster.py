@@ -376,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     install_exit_handlers()
     quiet_instance_home(home)
+    from agedistill_core.cli import setup_logging
+    setup_logging(name="agedistill.dag")   # the stages' lines reach the runs' logs through python_logs
     start = time.perf_counter()
     try:
         with Cluster(Path(home), logdir=Path(args.logdir) if args.logdir else None) as cluster:

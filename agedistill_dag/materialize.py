@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import multiprocessing
 import os
 import signal
@@ -39,11 +40,12 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 
+from agedistill_core.cli import setup_logging
 from agedistill_core.errors import AgedistillError, ConfigError
 from agedistill_core.pipeline import STAGES, stage_keys
 from agedistill_core.settings import find_params
@@ -51,6 +53,8 @@ from agedistill_dag.definitions import build_definitions, graph_jobs
 from agedistill_dag.partitions import lfwc_key, lfwc_partitions
 from agedistill_dag.profile import Profile
 from agedistill_dag.supervise import die_with_parent, signals_deferred
+
+LOG = logging.getLogger("agedistill.dag.materialize")
 
 
 # Tag on every run of one materialize_all call.
@@ -175,9 +179,15 @@ def _first_error(result) -> str:
     return "the run failed (see its events in the Dagster UI)"
 
 
+# The instance settings ``make demo`` writes (Makefile, ``$(DAGSTER_HOME)/dagster.yaml``): telemetry off, and
+# the stages' own ``agedistill.*`` log lines (messages, progress) captured into each run's event log.
+INSTANCE_YAML = ("telemetry:\n  enabled: false\n"
+                 "python_logs:\n  managed_python_loggers:\n    - agedistill\n  python_log_level: INFO\n")
+
+
 def quiet_instance_home(home: str | os.PathLike | None) -> None:
-    """A ``$DAGSTER_HOME`` without a dagster.yaml gets one that turns Dagster's telemetry off (what
-    ``make demo`` writes); an existing one is left as it is."""
+    """A ``$DAGSTER_HOME`` without a dagster.yaml gets ``INSTANCE_YAML`` (telemetry off, the
+    ``agedistill`` loggers captured: what ``make demo`` writes); an existing one is left as it is."""
     if not home:
         return
     home = Path(home)
@@ -185,7 +195,7 @@ def quiet_instance_home(home: str | os.PathLike | None) -> None:
         return
     home.mkdir(parents=True, exist_ok=True)
     tmp = home / f".dagster.yaml.{os.getpid()}"
-    tmp.write_text("telemetry:\n  enabled: false\n")
+    tmp.write_text(INSTANCE_YAML)
     os.replace(tmp, home / "dagster.yaml")
 
 
@@ -265,7 +275,7 @@ def _execute(job_args: tuple, instance_or_ref, run_config: dict, tags: dict, ass
 
 def materialize_all(profile: str | None = None, params: str | None = None,
                     instance: dg.DagsterInstance | None = None, archs: list[str] | None = None,
-                    log: Callable[[str], None] = print, jobs: int | None = None, executor: str = "in_process",
+                    jobs: int | None = None, executor: str = "in_process",
                     run_config: dict | None = None, assets: Iterable[str] | None = None,
                     in_pool: bool | None = None) -> Materialized:
     """Run every stage of the graph (or of ``assets``, names without the prefix) wave by wave,
@@ -304,7 +314,7 @@ def materialize_all(profile: str | None = None, params: str | None = None,
                 continue
             start = time.perf_counter()
             for label, *_ in todo:
-                log(f"materialising {label}")
+                LOG.info(f"materialising {label}")
             if pool is None:
                 outcomes = []
                 for label, job_args, keys, tags in todo:
@@ -321,7 +331,7 @@ def materialize_all(profile: str | None = None, params: str | None = None,
             failed = [o for o in outcomes if not o.success]
             if failed:
                 raise ConfigError("; ".join(f"{o.label} failed (run {o.run_id}): {o.error}" for o in failed))
-            log(f"  {len(outcomes)} run(s) in {seconds:.1f} s")
+            LOG.info(f"  {len(outcomes)} run(s) in {seconds:.1f} s")
     except BaseException:          # Ctrl-C, SIGTERM (as SystemExit), a failed wave
         with signals_deferred():   # a second Ctrl-C waits until the runs are stopped and marked
             if pool is not None:   # runs in flight in the pool: stop their processes now (SIGKILL:
@@ -376,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
             backend = urlunsplit(urlsplit(broker)._replace(path="/1"))
         run_config = {"execution": {"config": {"broker": args.broker or {"env": BROKER_ENV}, "backend": backend}}}
     quiet_instance_home(os.environ.get("DAGSTER_HOME"))
+    # this command's own lines; the stages' lines reach stderr through each run's Dagster console
+    # logger (the instance captures the ``agedistill`` loggers), once
+    setup_logging(name="agedistill.dag")
     start = time.perf_counter()
     try:
         materialize_all(args.profile, args.params, jobs=args.jobs, executor=args.executor, run_config=run_config)

@@ -71,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     params = str(write_params(folder, args))
     home = folder / "dagster_home"
     home.mkdir()
-    quiet = lambda _: None  # noqa: E731
     rows = {}
     print(f"{os.cpu_count()} CPU cores; work in {folder}", flush=True)
     for n in (1, 2):
@@ -79,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             for prof in (f"warm{n}", profile):
                 materialize_all(prof, params, instance=instance, jobs=1, executor="in_process",
-                                assets=["face_manifest", "face_crops"], log=quiet)
+                                assets=["face_manifest", "face_crops"])
         with Cluster(home, workers=DEMO_WORKERS[:n], logdir=folder / f"logs{n}") as cluster:
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 materialize_all(f"warm{n}", params, instance=instance, jobs=n, executor="celery",   # untimed
-                                run_config=cluster.run_config(), log=quiet,
+                                run_config=cluster.run_config(),
                                 assets=["teacher_soft_labels", "vmage_table", "lfwc_images"])
                 done = materialize_all(profile, params, instance=instance, jobs=n, executor="celery",
-                                       run_config=cluster.run_config(), log=quiet,
+                                       run_config=cluster.run_config(),
                                        assets=["teacher_soft_labels", "vmage_table", "lfwc_images"])
                 faces = {e.asset_materialization.asset_key.path[-1]: 0 for e in done.materializations()}
                 for e in done.materializations():

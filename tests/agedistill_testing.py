@@ -3,7 +3,10 @@
 (Not named conftest: several test folders have their own conftest.py.)"""
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 import yaml
@@ -17,6 +20,32 @@ needs_utkface = pytest.mark.skipif(
     not UTKFACE.is_dir(), reason=f"needs real faces in ../shared/data/utkface/crop_part1 ({UTKFACE} missing)")
 needs_fairface = pytest.mark.skipif(
     not FAIRFACE.is_dir(), reason=f"needs real faces in ../shared/data/fairface ({FAIRFACE} missing)")
+
+
+@contextlib.contextmanager
+def agedistill_messages(on_message: Callable[[str], None] | None = None) -> Iterator[list[str]]:
+    """The messages the ``agedistill.*`` loggers emit inside the block (INFO and up), as a list that
+    fills as they come; ``on_message`` is called with each (raising in it stops the work there, as
+    a kill would)."""
+    seen: list[str] = []
+
+    class _Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = record.getMessage()
+            seen.append(msg)
+            if on_message is not None:
+                on_message(msg)
+
+    logger, handler = logging.getLogger("agedistill"), _Handler(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def write_params(folder: Path, profiles: dict, base: dict | None = None, default: str | None = None) -> Path:

@@ -8,6 +8,7 @@ it is ``evaluate.robustness``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -17,9 +18,12 @@ import pyarrow.compute as pc
 
 from agedistill_core.corruptions import SEVERITIES, corrupt_table, corruption_names
 from agedistill_core.errors import ConfigError, DataError
+from agedistill_core.progress import Progress
 from agedistill_core.settings import Settings
 from agedistill_core.shards import StageResult, atomic_write_text, read_table, table_metadata, write_table
 from agedistill_core.teacher.vmage import FaceSet, load_split
+
+LOG = logging.getLogger("agedistill.corruptions.lfwc")
 
 
 def selected(settings: Settings) -> list[tuple[str, int]]:
@@ -89,7 +93,7 @@ def complete_parts(settings: Settings, name: str, severity: int) -> list[Path] |
 
 
 def build_lfwc_partition(settings: Settings, name: str, severity: int, *, force: bool = False,
-                         log=print, faces: Callable[[], FaceSet] | None = None) -> StageResult:
+                         faces: Callable[[], FaceSet] | None = None) -> StageResult:
     """Corrupt the base faces with one (corruption, severity), in shard-sized parts.
 
     ``faces`` supplies the base faces when a caller builds many partitions in one
@@ -113,7 +117,7 @@ def build_lfwc_partition(settings: Settings, name: str, severity: int, *, force:
         adopted = _adopt_legacy(settings, name, severity, leftovers, faces, version)
         if adopted is not None:
             return adopted
-        log(f"lfwc {name} s{severity}: {len(leftovers)} part(s) on disk but no valid {COMPLETE} "
+        LOG.info(f"lfwc {name} s{severity}: {len(leftovers)} part(s) on disk but no valid {COMPLETE} "
             f"(an interrupted or older build); rebuilding")
     marker.unlink(missing_ok=True)  # from here on the partition is "not finished" until the end
     for stale in leftovers:
@@ -121,17 +125,21 @@ def build_lfwc_partition(settings: Settings, name: str, severity: int, *, force:
     counts: dict[str, int] = {}
     parts = []
     step = settings.shard_size
-    for k, lo in enumerate(range(0, len(faces), step)):
-        chunk = pa.table({"image_id": faces.image_id[lo:lo + step], "jpeg": pa.array(faces.jpeg[lo:lo + step], pa.binary())})
-        table = corrupt_table(chunk, name, severity, seed=settings.corruptions.seed, workers=settings.corruptions.workers)
-        for d in pc.value_counts(table["status"]).to_pylist():
-            counts[d["values"]] = counts.get(d["values"], 0) + int(d["counts"])
-        part = out / f"part-{k:05d}.parquet"
-        write_table(table, part, {"version": version})
-        parts.append(part.name)
+    with Progress(len(faces), f"lfwc {name} s{severity}", "face", logger=LOG) as bar:
+        for k, lo in enumerate(range(0, len(faces), step)):
+            chunk = pa.table({"image_id": faces.image_id[lo:lo + step],
+                              "jpeg": pa.array(faces.jpeg[lo:lo + step], pa.binary())})
+            table = corrupt_table(chunk, name, severity, seed=settings.corruptions.seed,
+                                  workers=settings.corruptions.workers)
+            for d in pc.value_counts(table["status"]).to_pylist():
+                counts[d["values"]] = counts.get(d["values"], 0) + int(d["counts"])
+            part = out / f"part-{k:05d}.parquet"
+            write_table(table, part, {"version": version})
+            parts.append(part.name)
+            bar.update(chunk.num_rows)
     atomic_write_text(marker, json.dumps({"version": version, "corruption": name, "severity": int(severity),
                                           "parts": parts, "faces": len(faces), "counts": counts}, indent=1))
-    log(f"lfwc {name} s{severity}: {len(faces)} faces {counts}")
+    LOG.info(f"lfwc {name} s{severity}: {len(faces)} faces {counts}")
     return StageResult(out, len(faces), counts)
 
 

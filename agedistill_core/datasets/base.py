@@ -62,7 +62,7 @@ from agedistill_core.shards import read_table, shard_id, shard_index, table_meta
 if TYPE_CHECKING:  # settings sit a layer above (they validate names against the registries)
     from agedistill_core.settings import Settings
 
-log = logging.getLogger("agedistill")
+log = logging.getLogger("agedistill.datasets")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # read too when this OpenCV decodes them (GIF: the first frame; OpenCV >= 4.11 here)

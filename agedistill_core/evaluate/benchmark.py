@@ -12,6 +12,7 @@ student, so a newcomer sees what a trained student does on the same faces.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,12 @@ import pyarrow as pa
 
 from agedistill_core.evaluate.metrics import FAIRFACE_GROUPS, age_to_group, group_accuracy, mae
 from agedistill_core.students.inference import DEFAULT_CHECKPOINT, load_student
+from agedistill_core.progress import Progress
 from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text, read_table, write_table
 from agedistill_core.teacher.vmage import load_split
+
+LOG = logging.getLogger("agedistill.evaluate.benchmark")
 
 COLUMNS = ["model", "kind", "run", "test_faces", "mae_to_teacher", "mae_to_ground_truth",
            "group_top1", "group_1off", "params_m"]
@@ -65,11 +69,12 @@ def _group_scores(ages: np.ndarray, groups: list[str | None]) -> tuple[float, fl
     return group_accuracy(age_to_group(ages[known]), truth)
 
 
-def score_checkpoints(settings: Settings, checkpoints: list[str | Path], log=print,
+def score_checkpoints(settings: Settings, checkpoints: list[str | Path], *, quiet: bool = False,
                       details: list[dict] | None = None) -> list[dict]:
     """The teacher and each student checkpoint on the profile's test split: one row each.
 
-    ``details``, when given, receives the per-source, per-age-band rows (``breakdown``).
+    ``details``, when given, receives the per-source, per-age-band rows (``breakdown``); ``quiet``:
+    no progress or per-checkpoint line (``agedistill.evaluate.benchmark``).
     """
     test = load_split(settings, "test", "teacher")
     vmage = read_table(settings.vmage_path, ["image_id", "split", "gt_group"]).to_pydict()
@@ -82,6 +87,7 @@ def score_checkpoints(settings: Settings, checkpoints: list[str | Path], log=pri
                  params_m=None)]
     if details is not None:
         details.extend(breakdown("teacher", test.teacher_age, test))
+    bar = Progress(len(checkpoints), "benchmark", "checkpoint", logger=LOG, enabled=not quiet)
     for ckpt in checkpoints:
         student = load_student(ckpt)
         ages = student.predict_jpegs(test.jpeg, settings.evaluate.batch_size)
@@ -95,17 +101,20 @@ def score_checkpoints(settings: Settings, checkpoints: list[str | Path], log=pri
                          params_m=round(n_params, 2)))
         if details is not None:
             details.extend(breakdown(rows[-1]["run"], ages, test))
-        log(f"{rows[-1]['run']}: MAE to teacher {rows[-1]['mae_to_teacher']:.2f}")
+        if not quiet:
+            LOG.info(f"{rows[-1]['run']}: MAE to teacher {rows[-1]['mae_to_teacher']:.2f}")
+        bar.update()
+    bar.close()
     return rows
 
 
-def run_benchmark(settings: Settings, log=print) -> pa.Table:
+def run_benchmark(settings: Settings) -> pa.Table:
     """Score the teacher and every trained student of the profile; write the tables."""
     details: list[dict] = []
     checkpoints = sorted(Path(settings.students_dir).glob("*/best.pt"))
     if settings.dataset.name == "demo" and DEFAULT_CHECKPOINT.is_file():
         checkpoints.append(DEFAULT_CHECKPOINT)  # the shipped model beside the demo's own student
-    rows = score_checkpoints(settings, checkpoints, log, details)
+    rows = score_checkpoints(settings, checkpoints, details=details)
     table = pa.Table.from_pylist(rows).select(COLUMNS)
     out = settings.benchmarks_dir
     write_table(table, out / "benchmark.parquet")

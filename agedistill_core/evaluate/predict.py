@@ -29,7 +29,6 @@ import math
 import multiprocessing
 import os
 import sys
-import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
@@ -41,6 +40,7 @@ from agedistill_core.errors import AgedistillError, CheckpointError, ConfigError
 from agedistill_core.faces import Detection, FaceCrop, extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
 from agedistill_core.images import encode_jpeg, max_pixels_default, read_image, resize
+from agedistill_core.progress import Progress
 from agedistill_core.settings import FaceSettings
 from agedistill_core.shards import atomic_write_bytes
 from agedistill_core.students.inference import DEFAULT_CHECKPOINT, DEFAULT_ONNX, load_model, metadata_path
@@ -410,30 +410,6 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class Progress:
-    """Photos done, to stderr: a tqdm bar on a terminal, else a log line every ``every`` photos."""
-
-    def __init__(self, total: int, every: int = 200, enabled: bool = True):
-        self.total, self.every, self.n, self.t0 = total, every, 0, time.perf_counter()
-        self.bar = None
-        if enabled and total > 1 and sys.stderr.isatty():
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="photo", file=sys.stderr, leave=False)
-        self.enabled = enabled and total > 1
-
-    def update(self, k: int = 1) -> None:
-        before, self.n = self.n, self.n + k
-        if self.bar is not None:
-            self.bar.update(k)
-        elif self.enabled and self.n // self.every > before // self.every:
-            rate = self.n / max(time.perf_counter() - self.t0, 1e-9)
-            log.info(f"predict: {self.n}/{self.total} photos ({rate:.1f} photos/s)")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 class AgeEstimator:
     """Ages of the faces in photos: the shipped student by default (onnxruntime, no torch).
 
@@ -530,7 +506,7 @@ class AgeEstimator:
         paths = [str(p) for p in paths]
         n = self.workers if workers is None else (default_workers() if workers == 0 else int(workers))
         n = max(1, min(n, len(paths)))
-        bar = Progress(len(paths), enabled=progress)
+        bar = Progress(len(paths), "predict", "photo", logger=log, every=200, enabled=progress)
         try:
             if n == 1:
                 for p in paths:

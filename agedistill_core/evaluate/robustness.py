@@ -12,6 +12,7 @@ the teacher's label of the clean face; the ``target`` column says which.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +22,21 @@ from agedistill_core.corruptions.lfwc import base_faces, complete_parts, partiti
 from agedistill_core.evaluate.metrics import mae
 from agedistill_core.students.inference import load_student
 from agedistill_core.teacher.label import get_teacher, label_crops
+from agedistill_core.progress import Progress
 from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text, write_table
 
+LOG = logging.getLogger("agedistill.evaluate.robustness")
 
-def run_robustness(settings: Settings, log=print) -> pa.Table | None:
+
+def run_robustness(settings: Settings) -> pa.Table | None:
     """MAE per model x corruption x severity over the partitions on disk (None if none)."""
     finished = {(n, s): complete_parts(settings, n, s) for n, s in selected(settings)}
     done = [(n, s) for (n, s), parts in finished.items() if parts]
     partial = [f"{n}-s{s}" for (n, s), parts in finished.items()
                if parts is None and any(partition_dir(settings, n, s).glob("part-*.parquet"))]
     if partial:
-        log(f"robustness: skipping {len(partial)} unfinished LFW+C partition(s) ({', '.join(partial[:5])}"
+        LOG.info(f"robustness: skipping {len(partial)} unfinished LFW+C partition(s) ({', '.join(partial[:5])}"
             f"{', ...' if len(partial) > 5 else ''}); run `agedistill lfwc` to finish them")
     if not done:
         return None
@@ -55,13 +59,16 @@ def run_robustness(settings: Settings, log=print) -> pa.Table | None:
     rows = []
     cases = [("clean", 0, base.image_id, base.jpeg)] + [
         (n, s, *partition_faces(finished[(n, s)])) for n, s in done]
+    bar = Progress(len(cases), "robustness", "partition", logger=LOG)
     for name, sev, ids, images in cases:
         target = np.array([target_of[i] for i in ids], np.float64)
         for run, model in models:
             rows.append(dict(model=run, corruption=name, severity=sev, faces=len(ids),
                              mae=mae(predict(model, ids, images), target),
                              target="ground_truth" if has_gt else "teacher_clean"))
-        log(f"robustness {name} s{sev}: " + ", ".join(f"{r['model']} {r['mae']:.2f}" for r in rows[-len(models):]))
+        LOG.info(f"robustness {name} s{sev}: " + ", ".join(f"{r['model']} {r['mae']:.2f}" for r in rows[-len(models):]))
+        bar.update()
+    bar.close()
     table = pa.Table.from_pylist(rows)
     out = settings.benchmarks_dir
     write_table(table, out / "robustness.parquet")

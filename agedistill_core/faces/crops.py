@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -27,8 +28,11 @@ from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.faces import extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
 from agedistill_core.images import encode_jpeg, read_image
+from agedistill_core.progress import Progress
 from agedistill_core.settings import FaceSettings, Settings
 from agedistill_core.shards import StageResult, read_table, shard_path, table_metadata, write_table
+
+LOG = logging.getLogger("agedistill.faces.crops")
 
 CROPS_SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -122,10 +126,12 @@ def status_counts(table: pa.Table) -> dict[str, int]:
 
 
 def crop_shard(settings: Settings, sid: str, *, force: bool = False,
-               progress: Callable[[int, int], None] | None = None) -> StageResult:
+               progress: bool | Callable[[int, int], None] = True) -> StageResult:
     """Crop every image of manifest shard ``sid`` into ``crops/<sid>.parquet``.
 
-    Skips the work when the shard exists and was made with the same settings.
+    Skips the work when the shard exists and was made with the same settings.  ``progress``:
+    True, a bar on a terminal or a throttled log line (``agedistill.faces.crops``); False, none;
+    a callable, called with (images done, images) after each image instead.
     """
     out = shard_path(settings.crops_dir, sid)
     manifest = _manifest_shard(settings, sid)
@@ -152,18 +158,23 @@ def crop_shard(settings: Settings, sid: str, *, force: bool = False,
         get_aligner(cfg.align, cfg.align_padding)
     work = _crop_one
     rows: list[dict] = []
-    if settings.faces.workers > 1 and len(ids) > 1:
-        with ProcessPoolExecutor(settings.faces.workers) as pool:
-            chunk = max(1, min(64, len(ids) // (4 * settings.faces.workers)))
-            for i, row in enumerate(pool.map(work, paths, ids, cfgs, dupes, chunksize=chunk)):
-                rows.append(row)
-                if progress:
-                    progress(i + 1, len(ids))
-    else:
-        for i, (p, iid, cfg, dup) in enumerate(zip(paths, ids, cfgs, dupes)):
-            rows.append(work(p, iid, cfg, dup))
-            if progress:
-                progress(i + 1, len(ids))
+    hook = progress if callable(progress) else None
+    with Progress(len(ids), f"crops {sid}", "image", logger=LOG, enabled=progress is True) as bar:
+        if settings.faces.workers > 1 and len(ids) > 1:
+            with ProcessPoolExecutor(settings.faces.workers) as pool:
+                chunk = max(1, min(64, len(ids) // (4 * settings.faces.workers)))
+                rows_in = pool.map(work, paths, ids, cfgs, dupes, chunksize=chunk)
+                for i, row in enumerate(rows_in):
+                    rows.append(row)
+                    bar.update()
+                    if hook:
+                        hook(i + 1, len(ids))
+        else:
+            for i, (p, iid, cfg, dup) in enumerate(zip(paths, ids, cfgs, dupes)):
+                rows.append(work(p, iid, cfg, dup))
+                bar.update()
+                if hook:
+                    hook(i + 1, len(ids))
     table = pa.Table.from_pylist(rows, schema=CROPS_SCHEMA)
     write_table(table, out, {"version": version, "shard": sid, **({"images": images} if images else {})})
     return StageResult(out, table.num_rows, status_counts(table))

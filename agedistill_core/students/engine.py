@@ -15,11 +15,11 @@ ground-truth training (``students.train.train_student``) and fine-tuning
 * bookkeeping: ``total_epochs`` (the warm-start checkpoint's epochs plus this run's) in every
   checkpoint's ``extra``; ``metrics.csv`` / ``metrics.png`` and, when tensorboard imports,
   ``tb/``;
-* progress: a tqdm bar on a terminal, a log line every ``PROGRESS_EVERY_S`` seconds
-  otherwise (with throughput and time left), and one line per epoch.
+* progress (``agedistill_core.progress``): a tqdm bar on a terminal, otherwise a log line
+  every quarter epoch or 30 s (with throughput and time left), and one line per epoch.
 
-Logs go to ``logging.getLogger("agedistill.students.engine")``; a ``log`` callable, when
-given, receives the same messages (the Dagster asset passes its logger).
+Logs go to ``logging.getLogger("agedistill.students.engine")`` (a Dagster run captures the
+``agedistill`` loggers through its instance's ``python_logs``).
 """
 from __future__ import annotations
 
@@ -28,16 +28,17 @@ import io
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from agedistill_core.errors import CheckpointError
+from agedistill_core.progress import EVERY_S as PROGRESS_EVERY_S
+from agedistill_core.progress import Progress
 from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.checkpoint import load_checkpoint, load_into, restore_rng, save_checkpoint
 from agedistill_core.students.data import iter_batches
@@ -45,21 +46,8 @@ from agedistill_core.students.distributed import DistInfo, all_reduce_mean, barr
 
 LOG = logging.getLogger("agedistill.students.engine")
 METRICS = ["epoch", "lr", "steps", "train_loss", "train_mae", "val_loss", "val_mae", "seconds", "faces_per_s"]
-PROGRESS_EVERY_S = 30.0
 # settings that change nothing a run computes: a checkpoint may be resumed across them
 RUNTIME_KEYS = ("epochs", "workers", "threads", "cache_crops", "channels_last", "patience")
-
-
-class Messages:
-    """The engine's messages: to the logger, and to ``log`` when given."""
-
-    def __init__(self, log: Callable[[str], None] | None = None, logger: logging.Logger = LOG):
-        self.log, self.logger = log, logger
-
-    def __call__(self, msg: str) -> None:
-        self.logger.info(msg)
-        if self.log is not None:
-            self.log(msg)
 
 
 # --- one epoch ----------------------------------------------------------------------------
@@ -72,33 +60,6 @@ def train_step(model, loss_fn, optimizer, x, target, probs=None, weight=None):
     loss.backward()
     optimizer.step()
     return out, loss
-
-
-class Progress:
-    """A tqdm bar on a terminal; otherwise a log line every ``every_s`` seconds."""
-
-    def __init__(self, it: Iterable, total: int, desc: str, enabled: bool, say: Callable[[str], None],
-                 batch_size: int, every_s: float = PROGRESS_EVERY_S):
-        self.it, self.total, self.desc, self.enabled, self.say = it, total, desc, enabled, say
-        self.batch_size, self.every_s = batch_size, every_s
-
-    def __iter__(self) -> Iterator:
-        if not self.enabled:
-            yield from self.it
-            return
-        if sys.stderr.isatty():
-            from tqdm.auto import tqdm
-            yield from tqdm(self.it, desc=self.desc, leave=False, unit="batch", total=self.total)
-            return
-        t0 = last = time.perf_counter()
-        for k, item in enumerate(self.it):
-            yield item
-            now = time.perf_counter()
-            if now - last >= self.every_s and k + 1 < self.total:
-                last = now
-                rate = (k + 1) / (now - t0)
-                self.say(f"{self.desc}: batch {k + 1}/{self.total}, {rate * self.batch_size:.0f} faces/s, "
-                         f"{(self.total - k - 1) / rate:.0f} s left in the epoch")
 
 
 def train_one_epoch(model, loss_fn, optimizer, batches: Iterable, device, *, weights: torch.Tensor | None = None,
@@ -221,7 +182,7 @@ def converged(history: list[dict], patience: int | None, lr_step_epochs: int) ->
 
 
 def fit(model, loss_fn, optimizer, scheduler, train_ds, val_ds, run: Run, *, resume: bool = True,
-        defaults: dict | None = None, log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+        defaults: dict | None = None, progress: bool = True) -> dict:
     """Train ``model`` for ``run.epochs`` epochs (resuming ``run.out/last.pt``); a summary.
 
     ``train_ds`` / ``val_ds``: ``FaceDataset``-like (``len``, ``set_epoch``, ``batch(idx)`` ->
@@ -229,12 +190,14 @@ def fit(model, loss_fn, optimizer, scheduler, train_ds, val_ds, run: Run, *, res
     epoch.  Each rank trains on its equal-length shard of every epoch (DDP averages the
     gradients); rank 0 alone writes checkpoints, metrics and messages.
     """
-    say = Messages(log)
+    say = LOG.info
     main = run.dist.is_main
     out, name = run.out, run.name
     out.mkdir(parents=True, exist_ok=True)
     config = {**run.config, "world_size": run.dist.world_size, "global_batch": run.dist.world_size * run.batch_size,
               "epochs_before": run.epochs_before}
+    if main:  # the run's resolved settings beside its outputs (as timm writes args.yaml)
+        atomic_write_text(out / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
     start_epoch, best_val, history = 0, math.inf, []
     last = out / "last.pt"
     source = last if last.is_file() else run.resume_from
@@ -269,8 +232,9 @@ def fit(model, loss_fn, optimizer, scheduler, train_ds, val_ds, run: Run, *, res
         # seed 1 does not replay seed 0's next epoch
         idx = epoch_indices(len(train_ds), run.dist.rank, world, epoch, run.seed * 1_000_003)
         n_batches = (len(idx) + run.batch_size - 1) // run.batch_size
-        batches = Progress(iter_batches(train_ds, idx, run.batch_size, run.workers), n_batches,
-                           f"{name} epoch {epoch + 1}/{run.epochs}", progress and main, say, run.batch_size)
+        bar = Progress(n_batches, f"{name} epoch {epoch + 1}/{run.epochs}", "batch", logger=LOG,
+                       enabled=progress and main, every_s=PROGRESS_EVERY_S, scale=run.batch_size, scale_unit="face")
+        batches = bar.wrap(iter_batches(train_ds, idx, run.batch_size, run.workers))
         stats = train_one_epoch(model, loss_fn, optimizer, batches, run.dist.device, weights=run.weights, idx=idx,
                                 batch_size=run.batch_size)
         scheduler.step()

@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import sys
-import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -47,19 +46,19 @@ import torch
 from agedistill_core.errors import AgedistillError, ConfigError, DataError
 from agedistill_core.evaluate.metrics import age_to_group, epsilon_error, group_accuracy, mae
 from agedistill_core.settings import FaceSettings, Settings, load_settings
+from agedistill_core.progress import Progress
 from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.checkpoint import load_checkpoint
 from agedistill_core.students.data import FaceDataset, quiet_opencv_threads
 from agedistill_core.students.distributed import init_distributed
-from agedistill_core.students.engine import Messages, Run, fit, predict, total_epochs
+from agedistill_core.students.engine import Run, fit, predict, total_epochs
 from agedistill_core.students.losses import GROUP_LOSSES, make_loss
 from agedistill_core.students.train import base_lr, init_from_checkpoint, init_path, make_optimizer, run_name
 from agedistill_core.students.zoo import STUDENTS, create_student
 from agedistill_core.teacher.vmage import FaceSet
 
 LOG = logging.getLogger("agedistill.students.finetune")
-PROGRESS_EVERY_S = 30.0
 
 
 # --- groups of the data sets --------------------------------------------------------------
@@ -102,28 +101,23 @@ def checkpoint_faces(config: dict, fallback: FaceSettings) -> FaceSettings:
     return replace(fallback, **{k: v for k, v in recorded.items() if k in known})
 
 
-def frame_photos(root: Path, paths: list[str], faces: FaceSettings,
-                 say: Callable[[str], None] = LOG.info) -> tuple[list[bytes], list[int]]:
+def frame_photos(root: Path, paths: list[str], faces: FaceSettings) -> tuple[list[bytes], list[int]]:
     """JPEG face crops of ``root/path`` framed by the crops stage (``faces.crops``) with
     ``faces``; and the indices of the photos that gave one (the others are counted, by status)."""
     from agedistill_core.faces.crops import USABLE, _crop_one
 
     jpegs, kept, skipped = [], [], {}
-    t0 = last = time.perf_counter()
-    for i, rel in enumerate(paths):
-        row = _crop_one(Path(root) / rel, rel, faces)
-        if row["status"] in USABLE and row["jpeg"] is not None:
-            jpegs.append(row["jpeg"])
-            kept.append(i)
-        else:
-            skipped[row["status"]] = skipped.get(row["status"], 0) + 1
-        now = time.perf_counter()
-        if now - last >= PROGRESS_EVERY_S and i + 1 < len(paths):
-            last = now
-            rate = (i + 1) / (now - t0)
-            say(f"framing {root}: {i + 1}/{len(paths)} photos, {rate:.1f}/s, {(len(paths) - i - 1) / rate:.0f} s left")
+    with Progress(len(paths), f"framing {root}", "photo", logger=LOG) as bar:
+        for i, rel in enumerate(paths):
+            row = _crop_one(Path(root) / rel, rel, faces)
+            if row["status"] in USABLE and row["jpeg"] is not None:
+                jpegs.append(row["jpeg"])
+                kept.append(i)
+            else:
+                skipped[row["status"]] = skipped.get(row["status"], 0) + 1
+            bar.update()
     if skipped:
-        say(f"{sum(skipped.values())} of {len(paths)} photos under {root} give no face "
+        LOG.info(f"{sum(skipped.values())} of {len(paths)} photos under {root} give no face "
             f"({', '.join(f'{k} {v}' for k, v in sorted(skipped.items()))}); left out")
     if not jpegs:
         raise DataError(f"no usable face photos under {root}; check the image folders next to the label files")
@@ -142,15 +136,15 @@ def face_set(ids: list[str], jpegs: list[bytes], targets: np.ndarray) -> FaceSet
 class Finetune:
     """What every fold shares: the settings, the starting checkpoint, the framing, the head."""
 
-    def __init__(self, settings: Settings, n_groups: int | None = None, log: Callable[[str], None] | None = None,
+    def __init__(self, settings: Settings, n_groups: int | None = None,
                  progress: bool = True):
         cfg = settings.students
         path = init_path(settings)
         if path is None:
             raise ConfigError(f"{settings.profile}: fine-tuning needs students.init_from (a distilled student's "
                               f"best.pt)")
-        self.settings, self.path, self.progress, self.log = settings, path, progress, log
-        self.say = Messages(log, LOG)
+        self.settings, self.path, self.progress = settings, path, progress
+        self.say = LOG.info
         self.ckpt = load_checkpoint(path)
         c = self.ckpt["config"]
         self.arch, self.input_size = c["arch"], int(cfg.input_size or c["input_size"])
@@ -196,7 +190,7 @@ class Finetune:
                   seed=self.seed, dist=init_distributed(), workers=cfg.workers, lr_step_epochs=cfg.lr_step_epochs,
                   epochs_before=total_epochs(self.ckpt))
         fit(model, self.loss, optimizer, scheduler, self.dataset(train, True), None, run,
-            log=self.log, progress=self.progress)
+            progress=self.progress)
         return model
 
     def outputs(self, model, faces: FaceSet) -> torch.Tensor:
@@ -229,7 +223,7 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     return img if img.shape[0] == size else resize(img, size)
 
 
-def finetune_groups(settings: Settings, *, teacher: bool = True, log: Callable[[str], None] | None = None,
+def finetune_groups(settings: Settings, *, teacher: bool = True,
                     progress: bool = True) -> dict:
     """The group protocol on the profile's data set (see the module's doc); the table as a dict."""
     from agedistill_core.datasets import DATASETS
@@ -238,14 +232,14 @@ def finetune_groups(settings: Settings, *, teacher: bool = True, log: Callable[[
     if settings.dataset.sources:
         raise ConfigError(f"{settings.profile}: the group protocol runs on one data set, not on dataset.sources")
     group_names, to_group = data_groups(name)
-    ft = Finetune(settings, len(group_names), log, progress)
+    ft = Finetune(settings, len(group_names), progress)
     root = settings.data_root
     items = list(DATASETS.get(name)(root))
     if not items:
         raise DataError(f"no labelled photos under {root}")
     ft.say(f"{settings.profile}: {len(items)} {name} photos, framed as {ft.path} records "
            f"({ft.faces.detector}+{ft.faces.align}, {ft.faces.crop_size} px)")
-    jpegs, kept = frame_photos(root, [it.path for it in items], ft.faces, ft.say)
+    jpegs, kept = frame_photos(root, [it.path for it in items], ft.faces)
     items = [items[i] for i in kept]
     groups = np.array([group_names.index(it.age_group) for it in items])
     official = all(it.fold is not None for it in items)
@@ -297,7 +291,7 @@ def finetune_groups(settings: Settings, *, teacher: bool = True, log: Callable[[
     return result
 
 
-def finetune_apparent_age(settings: Settings, *, log: Callable[[str], None] | None = None,
+def finetune_apparent_age(settings: Settings, *,
                           progress: bool = True) -> dict:
     """APPA-REAL / LAP: fine-tune the age head on train+valid, test on test (MAE and epsilon-error)."""
     from agedistill_core.datasets.appa_real import read_appa_real
@@ -308,9 +302,9 @@ def finetune_apparent_age(settings: Settings, *, log: Callable[[str], None] | No
     test_rows = [r for r in rows if r.split == "test"]
     if not train_rows or not test_rows:
         raise DataError(f"{root}: need gt_avg_train.csv (and/or gt_avg_valid.csv) and gt_avg_test.csv rows")
-    ft = Finetune(settings, None, log, progress)
-    tr_jpegs, tr_kept = frame_photos(root, [r.path for r in train_rows], ft.faces, ft.say)
-    te_jpegs, te_kept = frame_photos(root, [r.path for r in test_rows], ft.faces, ft.say)
+    ft = Finetune(settings, None, progress)
+    tr_jpegs, tr_kept = frame_photos(root, [r.path for r in train_rows], ft.faces)
+    te_jpegs, te_kept = frame_photos(root, [r.path for r in test_rows], ft.faces)
     test = [test_rows[i] for i in te_kept]
     m = np.array([r.apparent_age for r in test])
     s = np.array([r.apparent_std for r in test])
@@ -331,13 +325,13 @@ def finetune_apparent_age(settings: Settings, *, log: Callable[[str], None] | No
     return result
 
 
-def finetune(settings: Settings, *, teacher: bool = True, log: Callable[[str], None] | None = None,
+def finetune(settings: Settings, *, teacher: bool = True,
              progress: bool = True) -> dict:
     """The profile's protocol: groups (``students.loss`` groups | ordinal) or apparent age."""
     if settings.students.loss in GROUP_LOSSES:
-        return finetune_groups(settings, teacher=teacher, log=log, progress=progress)
+        return finetune_groups(settings, teacher=teacher, progress=progress)
     if settings.dataset.name == "appa_real":
-        return finetune_apparent_age(settings, log=log, progress=progress)
+        return finetune_apparent_age(settings, progress=progress)
     raise ConfigError(f"{settings.profile}: fine-tuning runs the group protocol (students.loss groups | ordinal, on "
                       f"fairface or adience) or the apparent-age one (dataset appa_real); this profile has loss "
                       f"{settings.students.loss} on {settings.dataset.name}")

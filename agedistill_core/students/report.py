@@ -32,7 +32,7 @@ def score(profile: str, checkpoints: list[str], params: str | None = None,
     """Rows for one profile; ``details`` receives its per-source, per-age-band rows."""
     settings = load_settings(profile, params)
     mine: list[dict] = []
-    rows = [{"profile": profile, **row} for row in score_checkpoints(settings, checkpoints, log=lambda _: None,
+    rows = [{"profile": profile, **row} for row in score_checkpoints(settings, checkpoints, quiet=True,
                                                                       details=mine)]
     if details is not None:
         details.extend({"profile": profile, **d} for d in mine)

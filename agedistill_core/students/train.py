@@ -31,7 +31,6 @@ import json
 import logging
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -155,7 +154,7 @@ def init_path(settings: Settings) -> Path | None:
 
 
 def train_student(settings: Settings, arch: str, *, resume: bool = True,
-                  log: Callable[[str], None] | None = None, progress: bool = True) -> dict:
+                  progress: bool = True) -> dict:
     """Train ``arch`` on the label table; returns a summary with the best checkpoint path.
 
     Messages go to the ``agedistill.students`` loggers (and to ``log`` when given)."""
@@ -215,7 +214,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
               patience=cfg.patience, epochs_before=epochs_before, weights=face_weights(cfg, train),
               resume_from=legacy if legacy.is_file() else None)
     summary = fit(model, loss_fn, optimizer, scheduler, train_ds, val_ds, run, resume=resume,
-                  defaults=student_defaults(), log=log, progress=progress)
+                  defaults=student_defaults(), progress=progress)
     return {"arch": arch, "run": run_name(settings, arch), **summary,
             "train_faces": len(train), "val_faces": len(val)}
 

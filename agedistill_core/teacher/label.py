@@ -7,6 +7,7 @@ so a killed run resumes at the first missing shard.
 """
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -19,9 +20,12 @@ from agedistill_core.faces.crops import USABLE
 from agedistill_core.shards import StageResult
 from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.images import decode_image, resize
+from agedistill_core.progress import Progress
 from agedistill_core.settings import Settings
 from agedistill_core.shards import quarantine, read_table, shard_path, table_metadata, write_table
 from agedistill_core.teacher import Teacher, TeacherOutput, build_teacher
+
+LOG = logging.getLogger("agedistill.teacher.label")
 
 LABELS_SCHEMA = pa.schema([
     ("image_id", pa.string()),
@@ -104,8 +108,11 @@ def _list_column(values: np.ndarray, n_rows: int, width: int) -> pa.Array:
 
 
 def label_shard(settings: Settings, sid: str, *, force: bool = False,
-                progress: Callable[[int, int], None] | None = None) -> StageResult:
+                progress: bool | Callable[[int, int], None] = True) -> StageResult:
     """Label the usable crops of shard ``sid`` into ``labels/<sid>.parquet``.
+
+    ``progress``: True, a bar on a terminal or a throttled log line (``agedistill.teacher.label``);
+    False, none; a callable, called with (crops done, crops) after each batch instead.
 
     The shard file is written once, atomically, at the end: a killed run
     leaves either the complete shard or nothing (a hidden temp file at most),
@@ -140,8 +147,14 @@ def label_shard(settings: Settings, sid: str, *, force: bool = False,
     if ids:
         teacher = get_teacher(settings)
         jpegs = crops["jpeg"].to_pylist()
-        outputs, kept = label_crops(teacher, jpegs, ids, batch_size=settings.teacher.batch_size,
-                                    prefetch=settings.teacher.prefetch, progress=progress)
+        with Progress(len(ids), f"labels {sid}", "face", logger=LOG, enabled=progress is True) as bar:
+            def tick(done: int, total: int) -> None:
+                bar.update(done - bar.n)
+                if callable(progress):
+                    progress(done, total)
+
+            outputs, kept = label_crops(teacher, jpegs, ids, batch_size=settings.teacher.batch_size,
+                                        prefetch=settings.teacher.prefetch, progress=tick)
         n_members, n_children = len(teacher.members), len(teacher.children)
     else:  # no usable face in this shard (all unreadable / no_face): an empty shard, same schema
         outputs, kept = [], []

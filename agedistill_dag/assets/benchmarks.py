@@ -57,12 +57,12 @@ def assets(p: Profile) -> list[dg.AssetsDefinition]:
               automation_condition=reevaluation_condition(p))
     def benchmark_tables(context: dg.AssetExecutionContext, config: AgedistillConfig) -> dg.MaterializeResult:
         settings = p.run_settings(config, context, "evaluate")
-        table = run_benchmark(settings, log=context.log.info)
+        table = run_benchmark(settings)
         out = settings.benchmarks_dir
         meta = {"rows": table.num_rows, "benchmark": table_value(table), **metric_entries(table.to_pylist()),
                 "table": dg.MetadataValue.md((out / "benchmark.md").read_text()),
                 "path": dg.MetadataValue.path(str(out / "benchmark.parquet"))}
-        if run_robustness(settings, log=context.log.info) is not None:
+        if run_robustness(settings) is not None:
             meta["robustness"] = dg.MetadataValue.md((out / "robustness.md").read_text())
             meta["robustness_chart"] = image_md(out / "robustness.png", "MAE per corruption and severity")
             meta["robustness_plot"] = dg.MetadataValue.path(str(out / "robustness.png"))

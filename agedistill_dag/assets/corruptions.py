@@ -12,7 +12,7 @@ def assets(p: Profile) -> list[dg.AssetsDefinition]:
         settings = p.run_settings(config, context, "lfwc")
         keys = context.partition_key.keys_by_dimension
         name, severity = keys["corruption"], int(keys["severity"])
-        result = build_lfwc_partition(settings, name, severity, log=context.log.info)  # skipped when complete
+        result = build_lfwc_partition(settings, name, severity)  # skipped when complete
         return dg.MaterializeResult(data_version=data_version(settings, "lfwc", (name, severity)), metadata={
             "faces": result.rows, **{f"status_{k}": v for k, v in result.counts.items()},
             "up_to_date": result.skipped, "path": dg.MetadataValue.path(str(result.path))})

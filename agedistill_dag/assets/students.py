@@ -18,7 +18,7 @@ def assets(p: Profile) -> list[dg.AssetsDefinition]:
                               f"{run_name(settings, arch)!r}, not {context.partition_key!r}; "
                               f"reload the code location")
         # resumes from last.pt: a finished run with the same recipe and data trains no further epoch
-        summary = train_student(settings, arch, log=context.log.info, progress=False)
+        summary = train_student(settings, arch)  # its log lines reach the run through python_logs
         metrics = f"{summary['dir']}/metrics.png"
         return dg.MaterializeResult(data_version=data_version(settings, "train", arch), metadata={
             "arch": arch, "run": summary["run"], "epochs": summary["epochs"],

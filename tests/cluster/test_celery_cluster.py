@@ -55,7 +55,7 @@ def test_two_workers_run_the_graph_and_stop(tmp_path):
         assert cluster.alive() == ["redis", "worker-a", "worker-b"]
         with dg.DagsterInstance.from_config(str(home)) as instance:
             done = materialize_all("small", str(params), instance=instance, jobs=2, executor="celery",
-                                   run_config=cluster.run_config(), assets=SMALL_GRAPH, log=lambda _: None)
+                                   run_config=cluster.run_config(), assets=SMALL_GRAPH)
             ran = steps_by_worker(instance, done.run_ids)
             s = load_settings("small", params)
             shards = instance.get_dynamic_partitions("shards_small")
@@ -97,7 +97,7 @@ def test_failed_run_still_stops_everything(tmp_path, monkeypatch, capsys):
             assert "does not exist; set dataset.root in profile 'broken'" in err
             with dg.DagsterInstance.get() as instance:
                 materialize_all("broken", str(params), instance=instance, jobs=1, executor="celery",
-                                run_config=cluster.run_config(), log=lambda _: None)
+                                run_config=cluster.run_config())
     assert cluster.alive() == []
     assert all(group_members(pid) == [] for pid in pids)      # no live process in any group we started
 

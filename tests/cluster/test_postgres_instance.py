@@ -91,7 +91,7 @@ def test_runs_and_events_on_postgres_through_two_workers(tmp_path, postgres):
     with cluster, dg.DagsterInstance.from_config(str(home)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         done = materialize_all("pg", str(params), instance=instance, jobs=2, executor="celery",
-                               run_config=cluster.run_config(), log=lambda _: None,
+                               run_config=cluster.run_config(),
                                assets=["face_manifest", "face_crops", "teacher_soft_labels"])
         ran = steps_by_worker(instance, done.run_ids)
         assert done.success and len(done.runs) == 1 + 2

@@ -52,10 +52,9 @@ def corpus(tmp_path_factory):
                                                               sources=["utkface"])})
     settings = load_settings("corpus", params)
     build_manifest(settings)
-    quiet = lambda _m: None  # noqa: E731
-    pipeline.run_crops(settings, log=quiet)
-    pipeline.run_labels(settings, log=quiet)
-    pipeline.run_vmage(settings, log=quiet)
+    pipeline.run_crops(settings)
+    pipeline.run_labels(settings)
+    pipeline.run_vmage(settings)
     return params
 
 

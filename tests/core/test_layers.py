@@ -2,7 +2,7 @@
 or within a layer, never up; no import cycles; the core never imports dagster.
 
 The layers (README, "Architecture"), bottom to top:
-  0 foundation   errors, registry
+  0 foundation   errors, registry, progress (bars and throttled progress lines)
   1 io           images, shards
   2 blocks       datasets, faces (detection, alignment, framing), corruptions (the 13 functions),
                  evaluate.metrics, students' networks, augmentation, checkpoints, losses, DDP
@@ -20,7 +20,7 @@ from pathlib import Path
 CORE = Path(__file__).resolve().parents[2] / "agedistill_core"
 
 LAYERS = {
-    "errors": 0, "registry": 0,
+    "errors": 0, "registry": 0, "progress": 0,
     "images": 1, "shards": 1, "settings": 3,
     "datasets": 2, "faces": 2, "corruptions": 2, "evaluate.metrics": 2,
     "students.zoo": 2, "students.augment": 2, "students.checkpoint": 2, "students.losses": 2,

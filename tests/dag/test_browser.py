@@ -140,7 +140,7 @@ def ui(tmp_path_factory):
         "students": {"epochs": 1, "batch_size": 32, "threads": 1},
         "corruptions": {"names": ["defocus_blur", "jpeg"], "severities": [1, 5]}}}, default=PROFILE)
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        materialize_all(PROFILE, str(params), instance=instance, log=lambda _: None)
+        materialize_all(PROFILE, str(params), instance=instance)
 
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "AGEDISTILL_PARAMS": str(params),

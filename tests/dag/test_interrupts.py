@@ -73,12 +73,25 @@ def test_no_signal_no_exception():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+INSTANCE = {"telemetry": {"enabled": False},
+            "python_logs": {"managed_python_loggers": ["agedistill"], "python_log_level": "INFO"}}
+
+
 def test_a_home_without_dagster_yaml_gets_telemetry_off(tmp_path):
     quiet_instance_home(tmp_path / "home")
-    assert yaml.safe_load((tmp_path / "home" / "dagster.yaml").read_text()) == {"telemetry": {"enabled": False}}
+    assert yaml.safe_load((tmp_path / "home" / "dagster.yaml").read_text()) == INSTANCE
     (tmp_path / "home" / "dagster.yaml").write_text("telemetry: {enabled: true}\n")
     quiet_instance_home(tmp_path / "home")                    # a user's own file is left alone
     assert "true" in (tmp_path / "home" / "dagster.yaml").read_text()
+
+
+def test_make_writes_the_same_instance_settings(tmp_path):
+    """`make demo`'s $(DAGSTER_HOME)/dagster.yaml rule writes what materialize and cluster write."""
+    home = tmp_path / "make_home"
+    r = subprocess.run(["make", "-s", f"DAGSTER_HOME={home}", f"{home}/dagster.yaml"], cwd=Path(__file__).parents[2],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load((home / "dagster.yaml").read_text()) == INSTANCE
 
 
 def test_ctrl_c_during_training_in_process(tmp_path):
@@ -121,7 +134,7 @@ def test_ctrl_c_during_training_in_process(tmp_path):
     while group_members(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert group_members(proc.pid) == []
-    assert yaml.safe_load((home / "dagster.yaml").read_text()) == {"telemetry": {"enabled": False}}
+    assert yaml.safe_load((home / "dagster.yaml").read_text()) == INSTANCE
     with dg.DagsterInstance.from_config(str(home)) as instance:
         statuses = {r.status for r in instance.get_runs()}
     assert statuses <= {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE}

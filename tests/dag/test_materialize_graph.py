@@ -21,7 +21,7 @@ def test_full_graph_on_real_faces(utk_params):
 
 
 def _full_graph(utk_params, instance):
-    results = materialize_all("utk", str(utk_params), instance=instance, jobs=2, log=lambda _: None)
+    results = materialize_all("utk", str(utk_params), instance=instance, jobs=2)
     assert results.success
     s = load_settings("utk", utk_params)
 
@@ -98,7 +98,7 @@ def _full_graph(utk_params, instance):
         return {(e.asset_materialization.asset_key.to_user_string(), e.asset_materialization.partition):
                 e.asset_materialization.tags["dagster/data_version"] for e in res.materializations()}
     crop_mtime = (s.crops_dir / "shard-00000.parquet").stat().st_mtime_ns
-    again = materialize_all("utk", str(utk_params), instance=instance, log=lambda _: None)
+    again = materialize_all("utk", str(utk_params), instance=instance)
     assert versions(again) == versions(results)
     assert (s.crops_dir / "shard-00000.parquet").stat().st_mtime_ns == crop_mtime
     assert again.success and len(versions(again)) == 1 + 3 + 3 + 1 + 4 + 1 + 1

@@ -17,7 +17,7 @@ def test_demo_benchmark_has_the_shipped_model_row(tmp_path):
     for stage in ("manifest", "crops", "label", "vmage"):
         assert main(["--params", str(params), "--profile", "d", stage]) == 0, stage
     settings = load_settings("d", params)
-    table = run_benchmark(settings, log=lambda m: None)
+    table = run_benchmark(settings)
     rows = {r["run"]: r for r in table.to_pylist()}
     shipped = rows["mn3_small_distilled"]
     assert shipped["kind"] == "shipped" and shipped["model"] == "mn3_small" and shipped["test_faces"] > 0

@@ -230,9 +230,12 @@ def test_nms_iou_outside_0_1_is_a_one_line_argument_error(value, capsys):
 
 
 def test_progress_is_a_log_line_every_few_photos_off_a_terminal(caplog):
-    from agedistill_core.evaluate.predict import Progress
+    import logging
+
+    from agedistill_core.progress import Progress
     caplog.set_level("INFO", logger="agedistill.predict")
-    bar = Progress(5, every=2)  # stderr is not a terminal under pytest: log lines, no bar
+    # stderr is not a terminal under pytest: log lines, no bar
+    bar = Progress(5, "predict", "photo", logger=logging.getLogger("agedistill.predict"), every=2)
     for _ in range(5):
         bar.update()
     bar.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rel_helpers import FAULT_HOOK, N_FACES, load, make_params, quiet, real_faces
+from rel_helpers import FAULT_HOOK, N_FACES, load, make_params, real_faces
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +36,10 @@ def reference(tmp_path_factory, faces_dir) -> Path:
     folder = tmp_path_factory.mktemp("reference")
     settings = load(make_params(folder, folder / "work", faces_dir))
     build_manifest(settings)
-    pipeline.run_crops(settings, log=quiet)
-    pipeline.run_labels(settings, log=quiet)
-    pipeline.run_vmage(settings, log=quiet)
-    pipeline.run_lfwc(settings, log=quiet)
+    pipeline.run_crops(settings)
+    pipeline.run_labels(settings)
+    pipeline.run_vmage(settings)
+    pipeline.run_lfwc(settings)
     return settings.workdir
 
 

@@ -68,10 +68,6 @@ def load(params: Path, **overrides):
     return load_settings(PROFILE, params, overrides or None)
 
 
-def quiet(_msg: str) -> None:
-    pass
-
-
 # --- comparing outputs by content (not mtimes) ------------------------------------------------
 
 def parquet_files(folder: Path) -> list[str]:

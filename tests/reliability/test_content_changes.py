@@ -32,7 +32,7 @@ from agedistill_core.settings import load_settings
 from agedistill_core.shards import read_table, shard_path, table_metadata, write_table
 from agedistill_core.teacher.label import label_shard
 from agedistill_testing import REPO, write_params
-from rel_helpers import quiet, real_faces
+from rel_helpers import real_faces
 
 pytestmark = pytest.mark.shared_data
 
@@ -102,7 +102,7 @@ def test_replaced_image_is_cropped_and_labelled_again_in_its_shard_only(tmp_path
     others = [i for i in now if now[i]["shard"] == sid and i != victim]
     assert others and all(_row(shard_path(s.crops_dir, sid), i)["jpeg"] is not None for i in others)
     # and the label table takes the new label
-    pipeline.run_vmage(s, log=quiet)
+    pipeline.run_vmage(s)
     vm = {r["image_id"]: r for r in read_table(s.vmage_path, ["image_id", "teacher_age"]).to_pylist()}
     assert vm[victim]["teacher_age"] == pytest.approx(new_label["age"], abs=1e-4)
 

@@ -14,7 +14,7 @@ from agedistill_core.teacher.label import LABELS_SCHEMA, label_shard, labels_tab
 from agedistill_core.shards import list_shards, read_table, shard_path
 from agedistill_core.teacher.vmage import load_split
 from agedistill_core.students.train import train_student
-from rel_helpers import quiet, real_faces
+from rel_helpers import real_faces
 
 
 
@@ -44,17 +44,17 @@ def test_shard_with_no_usable_face_gets_an_empty_label_shard(tiny, tmp_path, kin
     build_manifest(s)                                     # shard-00002: two more faces
     assert pipeline.manifest_shards(s) == ["shard-00000", "shard-00001", "shard-00002"]
 
-    pipeline.run_crops(s, log=quiet)
+    pipeline.run_crops(s)
     status = "no_face" if kind == "landscape_photo" else "unreadable"
     assert read_table(shard_path(s.crops_dir, "shard-00001"), ["status"])["status"].to_pylist() == [status]
-    results = pipeline.run_labels(s, log=quiet)
+    results = pipeline.run_labels(s)
 
     assert [r.rows for r in results] == [5, 0, 2]         # the shard after the empty one is labelled too
     empty = read_table(shard_path(s.labels_dir, "shard-00001"))
     assert empty.num_rows == 0 and empty.schema.remove_metadata() == LABELS_SCHEMA
     assert label_shard(s, "shard-00001").skipped          # and a rerun counts it as done
     assert label_shard(s, "shard-00001", force=True).rows == 0  # as the Dagster asset calls it
-    summary = pipeline.run_vmage(s, log=quiet)            # strict: raises if a check fails
+    summary = pipeline.run_vmage(s)            # strict: raises if a check fails
     assert summary["faces"] == 7 and all(summary["checks"].values())
     assert summary["crop_status"].get(status) == 1 and sum(summary["crop_status"].values()) == 8
 
@@ -79,16 +79,16 @@ def test_students_data_and_lfwc_read_past_an_empty_shard(tiny, tmp_path):
     for f in real_faces(3, offset=2):
         shutil.copy(f, root / f"zzz_{f.name}")
     build_manifest(s)
-    pipeline.run_crops(s, log=quiet)
-    pipeline.run_labels(s, log=quiet)
-    pipeline.run_vmage(s, log=quiet)
+    pipeline.run_crops(s)
+    pipeline.run_labels(s)
+    pipeline.run_vmage(s)
     assert read_table(shard_path(s.labels_dir, "shard-00002")).num_rows == 0
     train, val = load_split(s, "train"), load_split(s, "val")
     assert len(train) + len(val) == 13 and len(set(train.image_id) | set(val.image_id)) == 13
     assert len(train) and len(val)
-    summary = train_student(s, "mn3_small", log=quiet, progress=False)
+    summary = train_student(s, "mn3_small", progress=False)
     assert (summary["train_faces"], summary["val_faces"]) == (len(train), len(val))
-    results = pipeline.run_lfwc(s, ["jpeg"], [1], log=quiet)
+    results = pipeline.run_lfwc(s, ["jpeg"], [1])
     assert [r.rows for r in results] == [min(10, len(train))]  # max_faces of the profile
     parts = sorted((s.lfwc_dir / "jpeg-s1").glob("part-*.parquet"))
     statuses = {st for p in parts for st in read_table(p, ["status"])["status"].to_pylist()}

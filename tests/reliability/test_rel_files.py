@@ -17,7 +17,7 @@ from agedistill_core.cli import main as cli
 from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.images import _truncated_jpeg, decode_image, encode_jpeg, read_image
 from agedistill_core.shards import atomic_write_text, list_shards, read_table, shard_path, write_table
-from rel_helpers import PROFILE, assert_same_tables, load, make_params, one_line_error, quiet, real_faces
+from rel_helpers import PROFILE, assert_same_tables, load, make_params, one_line_error, real_faces
 
 # --- JPEG end marker -------------------------------------------------------------------------
 
@@ -96,8 +96,8 @@ def test_corrupt_shard_is_moved_aside_and_rebuilt(copy_of_reference, reference, 
     assert (bad.parent / "shard-00001.parquet.corrupt").is_file()
     (bad.parent / "shard-00001.parquet.corrupt").unlink()
     assert_same_tables(s.workdir / folder, reference / folder)
-    out = capsys.readouterr().out
-    assert out.count("(up to date)") == 3  # only the bad shard was redone
+    err = capsys.readouterr().err  # stage messages go to stderr
+    assert err.count("(up to date)") == 3  # only the bad shard was redone
 
 
 def test_label_with_a_corrupt_crop_shard_labels_the_rest_then_says_which(copy_of_reference, capsys):
@@ -147,7 +147,7 @@ def test_known_shard_option_runs_only_that_shard(copy_of_reference):
     params, s = copy_of_reference
     shard_path(s.labels_dir, "shard-00001").unlink()
     shard_path(s.labels_dir, "shard-00002").unlink()
-    results = pipeline.run_labels(s, ["shard-00002"], log=quiet)
+    results = pipeline.run_labels(s, ["shard-00002"])
     assert [r.path.name for r in results] == ["shard-00002.parquet"]
     assert list_shards(s.labels_dir) == ["shard-00000", "shard-00002", "shard-00003"]
 

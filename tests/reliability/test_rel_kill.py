@@ -53,7 +53,7 @@ def test_killed_shard_stage_reruns_to_the_same_tables(tmp_path, faces_dir, refer
 
     r = run_cli(params, stage)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.count("(up to date)") == len(expect_done)  # finished shards are not redone
+    assert r.stderr.count("(up to date)") == len(expect_done)  # finished shards are not redone
     assert_same_tables(work / out, reference / out)
     ids = read_shards(work / out, ["image_id"])["image_id"]
     assert len(pc.unique(ids)) == len(ids)  # no duplicates

@@ -9,7 +9,8 @@ import pytest
 
 from agedistill_core.cli import main as cli
 from agedistill_core.corruptions.lfwc import COMPLETE, build_lfwc_partition, complete_parts, partition_dir
-from rel_helpers import PROFILE, assert_same_tables, load, make_params, one_line_error, quiet
+from agedistill_testing import agedistill_messages
+from rel_helpers import PROFILE, assert_same_tables, load, make_params, one_line_error
 
 
 @pytest.fixture
@@ -47,8 +48,8 @@ def test_unfinished_partition_is_rebuilt(built, reference, how):
     part_dir = partition_dir(s, "jpeg", 1)
     _damage(part_dir, how)
     assert complete_parts(s, "jpeg", 1) is None
-    messages = []
-    r = build_lfwc_partition(s, "jpeg", 1, log=messages.append)
+    with agedistill_messages() as messages:
+        r = build_lfwc_partition(s, "jpeg", 1)
     if how in ("killed_between_parts", "part_deleted", "stray_part", "garbage_part"):
         assert not r.skipped and "rebuilding" in messages[0]
     assert r.rows == 10 and complete_parts(s, "jpeg", 1) is not None
@@ -60,7 +61,7 @@ def test_unfinished_partition_is_rebuilt(built, reference, how):
 def test_finished_partition_is_skipped(built):
     params, s = built
     before = {p.name: p.stat().st_mtime_ns for p in partition_dir(s, "jpeg", 2).iterdir()}
-    r = build_lfwc_partition(s, "jpeg", 2, log=quiet)
+    r = build_lfwc_partition(s, "jpeg", 2)
     assert r.skipped and r.rows == 10
     assert {p.name: p.stat().st_mtime_ns for p in partition_dir(s, "jpeg", 2).iterdir()} == before
 
@@ -72,7 +73,7 @@ def test_complete_parts_without_record_are_adopted(built, reference):
     part_dir = partition_dir(s, "defocus_blur", 1)
     (part_dir / COMPLETE).unlink()
     before = {p.name: p.stat().st_mtime_ns for p in part_dir.glob("part-*.parquet")}
-    r = build_lfwc_partition(s, "defocus_blur", 1, log=quiet)
+    r = build_lfwc_partition(s, "defocus_blur", 1)
     assert r.skipped and r.rows == 10
     assert {p.name: p.stat().st_mtime_ns for p in part_dir.glob("part-*.parquet")} == before
     assert json.loads((part_dir / COMPLETE).read_text()) == \
@@ -119,8 +120,8 @@ def test_evaluation_skips_unfinished_partitions(built):
 
     params, s = built
     _damage(partition_dir(s, "jpeg", 1), "killed_between_parts")
-    messages = []
-    table = run_robustness(s, log=messages.append)
+    with agedistill_messages() as messages:
+        table = run_robustness(s)
     cases = {(c, sev) for c, sev in zip(table["corruption"].to_pylist(), table["severity"].to_pylist())}
     assert cases == {("clean", 0), ("jpeg", 2), ("defocus_blur", 1), ("defocus_blur", 2)}
     assert any("skipping 1 unfinished" in m and "jpeg-s1" in m for m in messages)

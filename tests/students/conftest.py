@@ -51,10 +51,9 @@ def tiny_table(tmp_path_factory) -> Path:
     work = root / "work"
     settings = load_settings("tiny", write_tiny_params(root, work))
     build_manifest(settings)
-    quiet = lambda _msg: None  # noqa: E731
-    pipeline.run_crops(settings, log=quiet)
-    pipeline.run_labels(settings, log=quiet)
-    pipeline.run_vmage(settings, log=quiet)
+    pipeline.run_crops(settings)
+    pipeline.run_labels(settings)
+    pipeline.run_vmage(settings)
     return work
 
 

@@ -16,15 +16,20 @@ from agedistill_core.settings import load_settings
 from agedistill_core.students.checkpoint import load_checkpoint
 from agedistill_core.students.engine import check_world, total_epochs
 from agedistill_core.students.train import legacy_run_name, run_dir, run_name, train_student
+from agedistill_testing import agedistill_messages
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "mn3_small_distilled" / "best.pt"
-QUIET = lambda m: None  # noqa: E731
 pytestmark = pytest.mark.shared_data
 
 
 class Killed(BaseException):
     """Stands in for SIGKILL right after an epoch's checkpoint was written."""
+
+
+def _kill_after_epoch_1(msg: str) -> None:
+    if "epoch 1/" in msg:
+        raise Killed()
 
 
 def test_two_profiles_differing_only_in_lr_get_different_run_folders(tmp_path, tiny_params_writer):
@@ -59,22 +64,22 @@ def _rewrite(path: Path, **config) -> None:
 def test_resume_refuses_another_world_size_or_global_batch(tiny_settings):
     s = tiny_settings("world", epochs=2, batch_size=16)
     with pytest.raises(Killed):
-        train_student(s, "mn3_small", log=lambda m: (_ for _ in ()).throw(Killed()) if "epoch 1/" in m else None,
-                      progress=False)
+        with agedistill_messages(_kill_after_epoch_1):
+            train_student(s, "mn3_small", progress=False)
     last = run_dir(s, "mn3_small") / "last.pt"
     cfg = load_checkpoint(last)["config"]
     assert (cfg["world_size"], cfg["global_batch"]) == (1, 16)
     _rewrite(last, world_size=2, global_batch=32)  # as a 2-process run writes it
     with pytest.raises(CheckpointError) as err:
-        train_student(s, "mn3_small", log=QUIET, progress=False)
+        train_student(s, "mn3_small", progress=False)
     msg = str(err.value)
     assert "\n" not in msg and "2 process(es) with a global batch of 32" in msg and "1 with 16" in msg
     _rewrite(last, world_size=1, global_batch=64)  # one process, another global batch
     with pytest.raises(CheckpointError, match="global batch of 64"):
-        train_student(s, "mn3_small", log=QUIET, progress=False)
+        train_student(s, "mn3_small", progress=False)
     _rewrite(last, world_size=1, global_batch=16)
-    logs = []
-    assert train_student(s, "mn3_small", log=logs.append, progress=False)["epochs"] == 2
+    with agedistill_messages() as logs:
+        assert train_student(s, "mn3_small", progress=False)["epochs"] == 2
     assert any("resuming after epoch 1" in m for m in logs)
     # a checkpoint from before these keys: one process with its batch
     check_world({"batch_size": 16}, {"world_size": 1, "global_batch": 16, "batch_size": 16}, last)
@@ -84,10 +89,10 @@ def test_resume_refuses_another_world_size_or_global_batch(tiny_settings):
 
 def test_warm_start_counts_total_epochs_and_init_checkpoint_is_an_alias(tiny_settings):
     first = tiny_settings("first", epochs=1)
-    a = train_student(first, "mn3_small", log=QUIET, progress=False)
+    a = train_student(first, "mn3_small", progress=False)
     assert load_checkpoint(a["checkpoint"])["extra"]["total_epochs"] == 1
     warm = tiny_settings("warm", epochs=2, lr=0.001, init_from=a["checkpoint"])
-    b = train_student(warm, "mn3_small", log=QUIET, progress=False)
+    b = train_student(warm, "mn3_small", progress=False)
     last = load_checkpoint(Path(b["dir"]) / "last.pt")
     assert b["total_epochs"] == 3 and last["extra"]["total_epochs"] == 3 and last["config"]["epochs_before"] == 1
     assert total_epochs(load_checkpoint(b["checkpoint"])) == 1 + load_checkpoint(b["checkpoint"])["epoch"] + 1
@@ -95,7 +100,7 @@ def test_warm_start_counts_total_epochs_and_init_checkpoint_is_an_alias(tiny_set
     assert run_name(old_name, "mn3_small") == run_name(warm, "mn3_small")  # one field under two names
     both = tiny_settings("both", epochs=2, init_from=a["checkpoint"], init_checkpoint="other.pt")
     with pytest.raises(ConfigError, match="disagree"):
-        train_student(both, "mn3_small", log=QUIET, progress=False)
+        train_student(both, "mn3_small", progress=False)
 
 
 def test_the_shipped_checkpoint_still_loads_warm_starts_and_gets_a_card(tiny_settings, tmp_path):
@@ -125,8 +130,8 @@ def test_the_shipped_checkpoint_still_loads_warm_starts_and_gets_a_card(tiny_set
 def test_a_run_started_by_older_code_resumes_from_its_folder(tiny_settings):
     s = tiny_settings("legacy", epochs=2)
     with pytest.raises(Killed):
-        train_student(s, "mn3_small", log=lambda m: (_ for _ in ()).throw(Killed()) if "epoch 1/" in m else None,
-                      progress=False)
+        with agedistill_messages(_kill_after_epoch_1):
+            train_student(s, "mn3_small", progress=False)
     new, old = run_dir(s, "mn3_small"), s.students_dir / legacy_run_name(s, "mn3_small")
     shutil.move(new, old)
     ckpt = torch.load(old / "last.pt", weights_only=True)  # what the older code wrote: none of the new keys
@@ -136,8 +141,8 @@ def test_a_run_started_by_older_code_resumes_from_its_folder(tiny_settings):
         ckpt["config"]["students"].pop(key)
     ckpt["extra"].pop("total_epochs")
     torch.save(ckpt, old / "last.pt")
-    logs = []
-    summary = train_student(s, "mn3_small", log=logs.append, progress=False)
+    with agedistill_messages() as logs:
+        summary = train_student(s, "mn3_small", progress=False)
     assert any(f"resuming after epoch 1 from {old / 'last.pt'}" in m for m in logs)
     assert summary["epochs"] == 2 and load_checkpoint(new / "last.pt")["epoch"] == 1
 
@@ -165,6 +170,6 @@ def test_teacher_in_the_loop_labels_the_very_mixed_view(tiny_settings):
     np.testing.assert_allclose(probs.sum(1).numpy(), 1.0, atol=1e-4)
     assert x.shape == (8, 3, 96, 96)
     assert np.array_equal(mix(plain, 0.0, np.random.default_rng(0)), plain)
-    summary = train_student(s, "mn3_small", log=QUIET, progress=False)
+    summary = train_student(s, "mn3_small", progress=False)
     ck = load_checkpoint(summary["checkpoint"])
     assert ck["config"]["students"]["teacher_in_loop"] is True and np.isfinite(summary["best_val_mae"])

@@ -17,8 +17,8 @@ from agedistill_core.students.checkpoint import load_checkpoint
 from agedistill_core.students.finetune import Finetune, finetune, main, stratified_folds
 from agedistill_core.students.losses import GroupSoftmaxLoss, OrdinalLoss, make_loss
 from agedistill_core.students.train import run_dir, train_student
+from agedistill_testing import agedistill_messages
 
-QUIET = lambda m: None  # noqa: E731
 pytestmark = pytest.mark.shared_data
 
 
@@ -30,7 +30,7 @@ def distilled(tiny_table, tiny_params_writer, tmp_path_factory):
     work = root / "work"
     shutil.copytree(tiny_table, work, ignore=shutil.ignore_patterns("students", "benchmarks"))
     s = load_settings("tiny", tiny_params_writer(root, work, epochs=1))
-    train_student(s, "mn3_small", log=QUIET, progress=False)
+    train_student(s, "mn3_small", progress=False)
     return run_dir(s, "mn3_small") / "best.pt"
 
 
@@ -81,7 +81,7 @@ def test_group_heads_softmax_and_ordinal():
 def test_new_head_on_the_checkpoints_body_at_lr_over_10(distilled, fairface_small, tmp_path):
     s = _profile(tmp_path, {"name": "fairface", "root": str(fairface_small)}, distilled)
     for loss, width in (("groups", 9), ("ordinal", 8)):
-        ft = Finetune(load_settings("ft", s.params_path, {"students": {"loss": loss}}), 9, QUIET, False)
+        ft = Finetune(load_settings("ft", s.params_path, {"students": {"loss": loss}}), 9, False)
         model = ft.model()
         assert model.get_classifier().out_features == width
         saved = load_checkpoint(distilled)["model"]
@@ -97,7 +97,7 @@ def test_new_head_on_the_checkpoints_body_at_lr_over_10(distilled, fairface_smal
 @pytest.mark.parametrize("loss", ["groups", "ordinal"])
 def test_fairface_k_folds_framed_as_the_checkpoint_records_and_resumed(distilled, fairface_small, tmp_path, loss):
     s = _profile(tmp_path, {"name": "fairface", "root": str(fairface_small)}, distilled, loss=loss, folds=3)
-    res = finetune(s, teacher=True, log=QUIET, progress=False)
+    res = finetune(s, teacher=True, progress=False)
     assert (res["n_groups"], res["head"], len(res["folds"]), res["official_folds"]) == (9, loss, 3, False)
     assert sum(f["test_faces"] for f in res["folds"]) == 15 == res["faces_used"]
     # the checkpoint was trained on the crops with no detector: so are these faces, whatever the profile's ssd
@@ -115,15 +115,15 @@ def test_fairface_k_folds_framed_as_the_checkpoint_records_and_resumed(distilled
     assert ck["config"]["students"]["loss"] == loss and ck["extra"]["total_epochs"] == 2  # 1 distilled + 1 here
     assert (out / "fold0" / "metrics.csv").is_file() and (out / "fold0" / "best.pt").is_file()
     # again: every fold resumes its finished run, and the table is the same
-    logs = []
-    again = finetune(s, teacher=False, log=logs.append, progress=False)
+    with agedistill_messages() as logs:
+        again = finetune(s, teacher=False, progress=False)
     assert sum("resuming after epoch 1" in m for m in logs) == 3
     assert [f["top1"] for f in again["folds"]] == [f["top1"] for f in res["folds"]]
 
 
 def test_adience_folder_runs_the_same_command_on_its_official_folds(distilled, adience_root, tmp_path):
     s = _profile(tmp_path, {"name": "adience", "root": str(adience_root)}, distilled)
-    res = finetune(s, teacher=False, log=QUIET, progress=False)
+    res = finetune(s, teacher=False, progress=False)
     assert res["n_groups"] == 8 and res["official_folds"] and [f["fold"] for f in res["folds"]] == [0, 1, 2, 3, 4]
     assert all(f["train_faces"] == 16 and f["test_faces"] == 4 for f in res["folds"])
     assert res["top1"] == pytest.approx(np.mean([f["top1"] for f in res["folds"]]))
@@ -134,7 +134,7 @@ def test_adience_folder_runs_the_same_command_on_its_official_folds(distilled, a
 
 def test_apparent_age_finetune_reports_mae_and_epsilon(distilled, appa_root, tmp_path):
     s = _profile(tmp_path, {"name": "appa_real", "root": str(appa_root)}, distilled, loss="paper")
-    res = finetune(s, log=QUIET, progress=False)
+    res = finetune(s, progress=False)
     assert (res["train_faces"], res["test_faces"]) == (16, 8)  # train + valid, then test
     for part in (res, res["zero_shot"]):
         assert 0 <= part["epsilon_error"] <= 1 and part["mae_apparent"] >= 0 and part["mae_real"] >= 0

@@ -16,7 +16,7 @@ def test_ship_writes_a_slim_checkpoint_onnx_and_card(tiny_settings, tmp_path):
     from agedistill_core.students.train import train_student
 
     settings = tiny_settings("ship", epochs=1)
-    run = train_student(settings, "mn3_small", log=lambda _m: None, progress=False)
+    run = train_student(settings, "mn3_small", progress=False)
     details: list[dict] = []
     rows = score("tiny", [run["checkpoint"]], str(settings.params_path), details)
     report = tmp_path / "report.json"

@@ -17,6 +17,7 @@ import torch
 from agedistill_core.settings import load_settings
 from agedistill_core.students.checkpoint import load_checkpoint
 from agedistill_core.students.train import make_optimizer, run_dir, train_student
+from agedistill_testing import agedistill_messages
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +51,7 @@ def _train_rows(out: Path) -> list[dict]:
 
 def test_logged_lr_follows_the_schedule_and_tensorboard_is_optional(tiny_settings):
     s = tiny_settings("sched", epochs=3, lr_step_epochs=1, lr_gamma=0.2, augment=False)
-    summary = train_student(s, "mn3_small", log=lambda m: None, progress=False)
+    summary = train_student(s, "mn3_small", progress=False)
     out = run_dir(s, "mn3_small")
     rows = _train_rows(out)
     assert [float(r["lr"]) for r in rows] == pytest.approx([0.005, 0.001, 0.0002])
@@ -58,6 +59,10 @@ def test_logged_lr_follows_the_schedule_and_tensorboard_is_optional(tiny_setting
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file() and (out / "metrics.png").is_file()
     has_tb = importlib.util.find_spec("tensorboard") is not None
     assert (out / "tb").is_dir() == has_tb  # written when tensorboard is installed, skipped quietly otherwise
+    # the run's resolved settings beside its outputs (as timm writes args.yaml): what its checkpoints record
+    config = json.loads((out / "config.json").read_text())
+    assert config == json.loads(json.dumps(load_checkpoint(out / "best.pt")["config"], default=str))
+    assert config["arch"] == "mn3_small" and config["students"]["lr_gamma"] == 0.2 and config["profile"] == "tiny"
 
 
 class Killed(BaseException):
@@ -67,7 +72,7 @@ class Killed(BaseException):
 def test_resume_after_kill_equals_uninterrupted_run(tiny_settings):
     epochs = 3
     whole = tiny_settings("whole", epochs=epochs, lr_step_epochs=2, momentum=0.9)
-    train_student(whole, "mn3_small", log=lambda m: None, progress=False)
+    train_student(whole, "mn3_small", progress=False)
 
     broken = tiny_settings("broken", epochs=epochs, lr_step_epochs=2, momentum=0.9)
 
@@ -76,10 +81,11 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_settings):
             raise Killed()
 
     with pytest.raises(Killed):
-        train_student(broken, "mn3_small", log=die_after_epoch_2, progress=False)
+        with agedistill_messages(die_after_epoch_2):
+            train_student(broken, "mn3_small", progress=False)
     assert load_checkpoint(run_dir(broken, "mn3_small") / "last.pt")["epoch"] == 1  # 0-based: 2 epochs done
-    messages = []
-    train_student(broken, "mn3_small", log=messages.append, progress=False)
+    with agedistill_messages() as messages:
+        train_student(broken, "mn3_small", progress=False)
     assert any("resuming after epoch 2" in m for m in messages)
 
     for name in ("last.pt", "best.pt"):
@@ -105,7 +111,7 @@ DDP_SCRIPT = textwrap.dedent("""
     from agedistill_core.students.train import train_student
     torch.set_num_threads(1)
     s = load_settings("tiny", sys.argv[1])
-    summary = train_student(s, "mn3_small", log=lambda m: None, progress=False)
+    summary = train_student(s, "mn3_small", progress=False)
     with open(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.json"), "w") as f:
         json.dump(summary, f)
     cleanup()

@@ -12,6 +12,7 @@ from agedistill_core.students.data import FaceDataset, iter_batches
 from agedistill_core.students.augment import batch_tensor
 from agedistill_core.teacher.vmage import load_split, load_splits
 from agedistill_core.students.losses import band_weights
+from agedistill_testing import agedistill_messages
 
 
 def test_batches_equal_items_and_eval_is_the_plain_resize(tiny_settings):
@@ -81,12 +82,11 @@ def test_resume_is_refused_when_the_training_data_changed(tiny_settings):
     from agedistill_core.students.train import run_dir
 
     more = tiny_settings("grow", epochs=2)
-    logs = []
-    second = train_student(more, "mn3_small", log=logs.append, progress=False)
+    second = train_student(more, "mn3_small", progress=False)
     assert second["epochs"] == 2
     # the same recipe again: resumes after epoch 2 (nothing left to train)
-    logs.clear()
-    again = train_student(more, "mn3_small", log=logs.append, progress=False)
+    with agedistill_messages() as logs:
+        again = train_student(more, "mn3_small", progress=False)
     assert any("resuming after epoch 2" in m for m in logs) and again["epochs"] == 2
     # another number of epochs is another recipe: another folder (continuing is a warm start)
     assert run_dir(tiny_settings("grow", epochs=3), "mn3_small") != run_dir(more, "mn3_small")
@@ -97,8 +97,8 @@ def test_resume_is_refused_when_the_training_data_changed(tiny_settings):
     vmage = read_table(more.vmage_path)
     train_ids = vmage.filter(pc.equal(vmage["split"], "train"))["image_id"].to_pylist()
     write_table(vmage.filter(pc.invert(pc.equal(vmage["image_id"], train_ids[0]))), more.vmage_path)
-    logs.clear()
-    third = train_student(more, "mn3_small", log=logs.append, progress=False)
+    with agedistill_messages() as logs:
+        third = train_student(more, "mn3_small", progress=False)
     assert any("other training data" in m and "starting afresh" in m for m in logs)
     assert third["epochs"] == 2 and third["train_faces"] == second["train_faces"] - 1
 
