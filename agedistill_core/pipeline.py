@@ -96,7 +96,8 @@ def run_manifest(settings: Settings):
     from agedistill_core.datasets import build_manifest
 
     table = build_manifest(settings)
-    LOG.info(f"manifest: {table.num_rows} images in {len(manifest_shards(settings))} shard(s) -> {settings.manifest_path}")
+    LOG.info(f"manifest: {table.num_rows} images in {len(manifest_shards(settings))} shard(s) "
+             f"-> {settings.manifest_path}")
     return table
 
 

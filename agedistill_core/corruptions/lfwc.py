@@ -139,7 +139,8 @@ def build_lfwc_partition(settings: Settings, name: str, severity: int, *, force:
             bar.update(chunk.num_rows)
     atomic_write_text(marker, json.dumps({"version": version, "corruption": name, "severity": int(severity),
                                           "parts": parts, "faces": len(faces), "counts": counts}, indent=1))
-    LOG.info(f"lfwc {name} s{severity}: {len(faces)} faces {counts}")
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    LOG.info(f"lfwc {name} s{severity}: {len(faces)} faces ({statuses})")
     return StageResult(out, len(faces), counts)
 
 

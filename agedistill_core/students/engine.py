@@ -232,7 +232,7 @@ def fit(model, loss_fn, optimizer, scheduler, train_ds, val_ds, run: Run, *, res
         # seed 1 does not replay seed 0's next epoch
         idx = epoch_indices(len(train_ds), run.dist.rank, world, epoch, run.seed * 1_000_003)
         n_batches = (len(idx) + run.batch_size - 1) // run.batch_size
-        bar = Progress(n_batches, f"{name} epoch {epoch + 1}/{run.epochs}", "batch", logger=LOG,
+        bar = Progress(n_batches, f"{name} epoch {epoch + 1}/{run.epochs}", "step", logger=LOG,
                        enabled=progress and main, every_s=PROGRESS_EVERY_S, scale=run.batch_size, scale_unit="face")
         batches = bar.wrap(iter_batches(train_ds, idx, run.batch_size, run.workers))
         stats = train_one_epoch(model, loss_fn, optimizer, batches, run.dist.device, weights=run.weights, idx=idx,

@@ -79,3 +79,38 @@ def test_a_dagster_run_records_the_stages_own_lines(tiny):
         messages = [e.user_message for e in instance.all_logs(runs["shard-00001"])]
     assert any(re.fullmatch(PROGRESS.format(what="crops", sid="shard-00001", unit="image"), m) for m in messages), \
         messages
+
+
+def test_on_a_terminal_progress_is_a_bar_not_log_lines(tiny):
+    """stderr a terminal (a pseudo-terminal here): tqdm bars for each shard's crops, no progress lines."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    params, s = tiny(**SMALL_BATCHES)
+    assert run_cli(params, "manifest").returncode == 0
+    exe = [str(REPO / ".venv" / "bin" / "agedistill")] if (REPO / ".venv" / "bin" / "agedistill").is_file() \
+        else [sys.executable, "-m", "agedistill_core.cli"]
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # a 100-column terminal
+    proc = subprocess.Popen([*exe, "--profile", PROFILE, "--params", str(params), "crops"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=slave, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:              # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=300) == 0
+    tty = b"".join(chunks).decode(errors="replace")
+    assert out == b""
+    assert "crops shard-00003: 5 rows (ok 5)" in tty                      # the messages, as in a pipe
+    assert re.search(r"crops shard-00000: +\d+%\|", tty), tty            # a tqdm bar ...
+    assert _progress(tty, "crops", "image") == {}, tty                   # ... instead of the lines
