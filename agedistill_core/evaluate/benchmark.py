@@ -69,6 +69,16 @@ def _group_scores(ages: np.ndarray, groups: list[str | None]) -> tuple[float, fl
     return group_accuracy(age_to_group(ages[known]), truth)
 
 
+def _predict(student, jpegs: list, batch_size: int, desc: str, progress: bool) -> np.ndarray:
+    """``student.predict_jpegs`` batch by batch (the same batches), with progress."""
+    ages = []
+    with Progress(len(jpegs), desc, "face", logger=LOG, enabled=progress) as bar:
+        for lo in range(0, len(jpegs), batch_size):
+            ages.append(student.predict_jpegs(jpegs[lo:lo + batch_size], batch_size))
+            bar.update(len(ages[-1]))
+    return np.concatenate(ages) if ages else np.zeros(0, np.float32)
+
+
 def score_checkpoints(settings: Settings, checkpoints: list[str | Path], *, quiet: bool = False,
                       details: list[dict] | None = None) -> list[dict]:
     """The teacher and each student checkpoint on the profile's test split: one row each.
@@ -90,7 +100,8 @@ def score_checkpoints(settings: Settings, checkpoints: list[str | Path], *, quie
     bar = Progress(len(checkpoints), "benchmark", "checkpoint", logger=LOG, enabled=not quiet)
     for ckpt in checkpoints:
         student = load_student(ckpt)
-        ages = student.predict_jpegs(test.jpeg, settings.evaluate.batch_size)
+        ages = _predict(student, test.jpeg, settings.evaluate.batch_size, f"benchmark {Path(ckpt).parent.name}",
+                        not quiet)
         g1, g1off = _group_scores(ages, groups)
         n_params = sum(p.numel() for p in student.model.parameters()) / 1e6
         shipped = Path(ckpt).resolve() == DEFAULT_CHECKPOINT.resolve()
