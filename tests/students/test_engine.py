@@ -112,19 +112,31 @@ def test_the_shipped_checkpoint_still_loads_warm_starts_and_gets_a_card(tiny_set
     from agedistill_core.students.zoo import create_student
     from agedistill_core.teacher.vmage import load_split
 
-    ckpt = load_checkpoint(SHIPPED)
-    assert "world_size" not in ckpt["config"] and total_epochs(ckpt) == int(ckpt["epoch"]) + 1
+    import torch
+
+    shipped = load_checkpoint(SHIPPED)
+    assert total_epochs(shipped) == int(shipped["config"].get("epochs_before") or 0) + int(shipped["epoch"]) + 1
+    # the same weights as the older code saved them: no world size, batch or epochs before a warm start
+    legacy = {**shipped, "config": {k: v for k, v in shipped["config"].items()
+                                    if k not in ("world_size", "global_batch", "epochs_before")},
+              "extra": {k: v for k, v in (shipped.get("extra") or {}).items() if k != "total_epochs"}}
+    legacy_path = tmp_path / "legacy.pt"
+    torch.save(legacy, legacy_path)
     s = tiny_settings("shipped", epochs=1)
     jpegs = load_split(s, "val").jpeg[:4]
-    ages = load_student(SHIPPED).predict_jpegs(jpegs)
-    assert ages.shape == (4,) and np.all((ages > 0) & (ages < 100))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no ImageNet weights: they come from the checkpoint
-        model = create_student("mn3_small", 1, None)
-    assert init_from_checkpoint(model, str(SHIPPED), "mn3_small") == total_epochs(ckpt)
-    card = model_card(ckpt, {"rows": [], "by_source": []}, {1: {"student_ms": 1.0, "teacher_ms": 20.0, "ratio": 20.0}},
-                      s, SHIPPED)
-    assert f"Epochs behind these weights: {total_epochs(ckpt)} in total" in card
+    for path in (SHIPPED, legacy_path):
+        ckpt = load_checkpoint(path)
+        if path == legacy_path:
+            assert "world_size" not in ckpt["config"] and total_epochs(ckpt) == int(ckpt["epoch"]) + 1
+        ages = load_student(path).predict_jpegs(jpegs)
+        assert ages.shape == (4,) and np.all((ages > 0) & (ages < 100))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # no ImageNet weights: they come from the checkpoint
+            model = create_student("mn3_small", 1, None)
+        assert init_from_checkpoint(model, str(path), "mn3_small") == total_epochs(ckpt)
+        card = model_card(ckpt, {"rows": [], "by_source": []},
+                          {1: {"student_ms": 1.0, "teacher_ms": 20.0, "ratio": 20.0}}, s, path)
+        assert f"Epochs behind these weights: {total_epochs(ckpt)} in total" in card
 
 
 def test_a_run_started_by_older_code_resumes_from_its_folder(tiny_settings):
