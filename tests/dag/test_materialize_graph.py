@@ -16,7 +16,9 @@ from agedistill_testing import needs_utkface
 
 @needs_utkface
 def test_full_graph_on_real_faces(utk_params):
-    with dg.instance_for_test() as instance:      # on disk: pool processes open it from its ref
+    # on disk: pool processes open it from its ref; it captures the agedistill loggers, as make demo's does
+    python_logs = {"managed_python_loggers": ["agedistill"], "python_log_level": "INFO"}
+    with dg.instance_for_test(overrides={"python_logs": python_logs}) as instance:
         _full_graph(utk_params, instance)
 
 
@@ -38,6 +40,11 @@ def _full_graph(utk_params, instance):
     shards = instance.get_dynamic_partitions("shards_utk")
     assert shards == ["shard-00000", "shard-00001", "shard-00002"]
     assert list_shards(s.crops_dir) == shards == list_shards(s.labels_dir)
+    # each stage's own lines, logged in a pool process, are in its run's event log: a crops shard's progress
+    crops_run = next(r for r in runs if r.tags.get("dagster/partition") == "shard-00001"
+                     and r.job_name == "materialize_face_crops")
+    lines = [e.user_message for e in instance.all_logs(crops_run.run_id)]
+    assert any(m.startswith("crops shard-00001: ") and m.endswith(" s left") for m in lines), lines
 
     crops = read_shards(s.crops_dir)
     labels = read_shards(s.labels_dir)

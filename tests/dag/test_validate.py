@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from agedistill_dag.materialize import INSTANCE_YAML
 from agedistill_testing import REPO
 
 DAGSTER = REPO / ".venv" / "bin" / "dagster"
@@ -15,7 +16,7 @@ DAGSTER = REPO / ".venv" / "bin" / "dagster"
 @pytest.mark.skipif(not DAGSTER.is_file(), reason=f"needs {DAGSTER} (make install)")
 @pytest.mark.parametrize("profile", ["demo", "corpus_gt"])
 def test_definitions_validate(tmp_path, profile):
-    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (tmp_path / "dagster.yaml").write_text(INSTANCE_YAML)   # what make demo writes
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGEDISTILL_")}
     env.update(DAGSTER_HOME=str(tmp_path), AGEDISTILL_PROFILE=profile)
     r = subprocess.run([str(DAGSTER), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
@@ -26,7 +27,7 @@ def test_definitions_validate(tmp_path, profile):
 
 @pytest.mark.skipif(not DAGSTER.is_file(), reason=f"needs {DAGSTER} (make install)")
 def test_definitions_validate_fails_on_an_unknown_profile(tmp_path):
-    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (tmp_path / "dagster.yaml").write_text(INSTANCE_YAML)   # what make demo writes
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGEDISTILL_")}
     env.update(DAGSTER_HOME=str(tmp_path), AGEDISTILL_PROFILE="no_such_profile")
     r = subprocess.run([str(DAGSTER), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
