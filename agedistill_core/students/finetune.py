@@ -166,12 +166,8 @@ class Finetune:
     def model(self) -> torch.nn.Module:
         """The student of ``init_from``: its whole network (age head), or its body under a new
         group head (initialised from the training seed)."""
-        import warnings
-
         torch.manual_seed(self.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # no ImageNet weights: they come from the checkpoint
-            model = create_student(self.arch, self.loss.n_outputs, None)
+        model = create_student(self.arch, self.loss.n_outputs, None, warm_start=True)  # weights: the checkpoint's
         init_from_checkpoint(model, str(self.path), self.arch, head=not hasattr(self.loss, "n_groups"),
                              ckpt=self.ckpt)
         return model.to(memory_format=torch.channels_last)

@@ -295,10 +295,6 @@ def load_student(path: str | Path) -> LoadedStudent:
 
 def create_student_quiet(arch: str, n_outputs: int):
     """The architecture only: its weights come from our checkpoint."""
-    import warnings
-
     from agedistill_core.students.zoo import create_student
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return create_student(arch, n_outputs, None)
+    return create_student(arch, n_outputs, None, warm_start=True)

@@ -70,9 +70,27 @@ def recipe_hash(settings: Settings) -> str:
     start, the profile's dataset, split and faces)."""
     s = settings.students
     payload = {"students": {k: getattr(s, k) for k in RECIPE_KEYS}, "init": s.init_path,
+               "init_sha1": _file_sha1(init_path(settings)),
                "data": {k: asdict(getattr(settings, k)) for k in ("dataset", "split", "faces")}}
     text = json.dumps(_jsonable(payload), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:6]
+
+
+def _sha1_of(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_sha1(path: Path | None) -> str | None:
+    """The content hash of the warm-start checkpoint (None when there is none or it is not there
+    yet), so that a new checkpoint at the same path (a newly shipped model) starts a new run
+    instead of resuming one that began from the old weights."""
+    if path is None or not path.is_file():
+        return None
+    return _sha1_of(path)
 
 
 def _readable(settings: Settings, arch: str) -> list[str]:
@@ -178,12 +196,13 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     val = splits["val"]
     loss_fn = make_loss(cfg.loss)
     loss_fn.uses_probs = train.target_probs is not None or cfg.teacher_in_loop
-    model = create_student(arch, loss_fn.n_outputs, cfg.pretrained_dir)
-    init_head(model, train)
     warm = init_path(settings)
+    model = create_student(arch, loss_fn.n_outputs, cfg.pretrained_dir, warm_start=warm is not None)
+    init_head(model, train)
     epochs_before = 0
     if warm is not None:
         epochs_before = init_from_checkpoint(model, str(warm), arch)
+        LOG.info("%s: warm start from %s (%d epochs behind it)", arch, warm, epochs_before)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(dist_info.device, memory_format=memory_format)
     if dist_info.distributed:

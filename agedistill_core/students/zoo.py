@@ -50,12 +50,18 @@ def find_pretrained(spec: StudentSpec, pretrained_dir: str | Path | None) -> Pat
     return None
 
 
-def create_student(name: str, n_outputs: int = 1, pretrained_dir: str | Path | None = None) -> nn.Module:
-    """A timm model with an ``n_outputs`` head; ImageNet weights when found locally."""
+def create_student(name: str, n_outputs: int = 1, pretrained_dir: str | Path | None = None, *,
+                   warm_start: bool = False) -> nn.Module:
+    """A timm model with an ``n_outputs`` head; ImageNet weights when found locally.
+
+    ``warm_start``: the caller loads a trained student's weights next, so missing ImageNet
+    weights are neither looked for nor warned about."""
     import timm
 
     spec = STUDENTS.get(name)
     model = timm.create_model(spec.timm_name, pretrained=False, num_classes=n_outputs)
+    if warm_start:
+        return model
     weights = find_pretrained(spec, pretrained_dir)
     if weights is None:
         warnings.warn(

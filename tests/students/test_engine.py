@@ -185,3 +185,17 @@ def test_teacher_in_the_loop_labels_the_very_mixed_view(tiny_settings):
     summary = train_student(s, "mn3_small", progress=False)
     ck = load_checkpoint(summary["checkpoint"])
     assert ck["config"]["students"]["teacher_in_loop"] is True and np.isfinite(summary["best_val_mae"])
+
+
+def test_a_new_checkpoint_at_the_warm_start_path_starts_a_new_run_folder(tiny_settings, tmp_path):
+    """Shipping a new model to the path a warm recipe names must not resume the run that began from
+    the old weights: the run folder's hash covers the warm-start checkpoint's content."""
+    init = tmp_path / "init.pt"
+    shutil.copyfile(SHIPPED, init)
+    warm = tiny_settings("warm_path", epochs=2, init_from=str(init))
+    before = run_name(warm, "mn3_small")
+    assert run_name(warm, "mn3_small") == before          # same file: same folder
+    ckpt = torch.load(init, weights_only=True)
+    ckpt["epoch"] = int(ckpt.get("epoch", 0)) + 1           # other content at the same path
+    torch.save(ckpt, init)
+    assert run_name(warm, "mn3_small") != before
