@@ -119,8 +119,8 @@ def run_vmage(settings: Settings, *, strict: bool = True) -> dict:
     table and summary are written (so they can be inspected)."""
     from agedistill_core.shards import atomic_write_text, read_table
     from agedistill_core.teacher.report import age_group_report
-    from agedistill_core.teacher.vmage import (build_vmage, check_vmage, manifest_crops, per_source,
-                                               sources_markdown, summarize)
+    from agedistill_core.labeltable import manifest_crops
+    from agedistill_core.teacher.vmage import build_vmage, check_vmage, per_source, sources_markdown, summarize
 
     table = build_vmage(settings)
     crops = manifest_crops(settings, ["image_id", "face", "status"])

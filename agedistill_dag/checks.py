@@ -3,7 +3,8 @@ counts match the crops.  The logic lives in ``agedistill_core.teacher.vmage.chec
 import dagster as dg
 
 from agedistill_core.shards import read_table
-from agedistill_core.teacher.vmage import check_vmage, manifest_crops
+from agedistill_core.labeltable import manifest_crops
+from agedistill_core.teacher.vmage import check_vmage
 from agedistill_dag.profile import Profile
 from agedistill_dag.resources import AgedistillConfig
 

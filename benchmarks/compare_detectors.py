@@ -74,7 +74,8 @@ def main(argv=None) -> int:
         register_mtcnn(args.mtcnn_path)
     from dataclasses import replace
 
-    from agedistill_core.evaluate.metrics import FAIRFACE_GROUPS, age_to_group, group_accuracy
+    from agedistill_core.ages import FAIRFACE_GROUPS, age_to_group
+    from agedistill_core.metrics import group_accuracy
     from agedistill_core.evaluate.predict import AgeEstimator, frame_faces, load_teacher
     from agedistill_core.faces import make_detector
     from agedistill_core.images import read_image

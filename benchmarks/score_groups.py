@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agedistill_core.evaluate.metrics import FAIRFACE_GROUPS, age_to_group
+from agedistill_core.ages import FAIRFACE_GROUPS, age_to_group
 
 
 def largest_faces(rows: list[dict]) -> dict[str, float]:

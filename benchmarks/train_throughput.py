@@ -46,7 +46,7 @@ from agedistill_core.faces import extract_face  # noqa: E402
 from agedistill_core.images import encode_jpeg, read_image  # noqa: E402
 from agedistill_core.students.augment import AugmentConfig  # noqa: E402
 from agedistill_core.students.data import FaceDataset, iter_batches, quiet_opencv_threads  # noqa: E402
-from agedistill_core.teacher.vmage import FaceSet  # noqa: E402
+from agedistill_core.labeltable import FaceSet  # noqa: E402
 from agedistill_core.students.losses import make_loss  # noqa: E402
 from agedistill_core.students.train import train_step  # noqa: E402
 from agedistill_core.students.zoo import STUDENTS, create_student  # noqa: E402

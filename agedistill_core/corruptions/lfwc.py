@@ -21,7 +21,7 @@ from agedistill_core.errors import ConfigError, DataError
 from agedistill_core.progress import Progress
 from agedistill_core.settings import Settings
 from agedistill_core.shards import StageResult, atomic_write_text, read_table, table_metadata, write_table
-from agedistill_core.teacher.vmage import FaceSet, load_split
+from agedistill_core.labeltable import FaceSet, load_split
 
 LOG = logging.getLogger("agedistill.corruptions.lfwc")
 

@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from agedistill_core.ages import ADIENCE_BOUNDS, ADIENCE_GROUPS
 from agedistill_core.datasets.base import DATASETS, Item
 from agedistill_core.errors import DataError
 
-ADIENCE_GROUPS = ("0-2", "4-6", "8-13", "15-20", "25-32", "38-43", "48-53", "60+")
-_BOUNDS = ((0, 2), (4, 6), (8, 13), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100))
 N_FOLDS = 5
 COLUMNS = ("user_id", "original_image", "face_id", "age")
 
@@ -35,7 +34,7 @@ def adience_group(label: str) -> int | None:
     if not nums or len(nums) > 2:
         return None
     lo, hi = (nums[0], nums[0]) if len(nums) == 1 else (min(nums), max(nums))
-    for k, (a, b) in enumerate(_BOUNDS):
+    for k, (a, b) in enumerate(ADIENCE_BOUNDS):
         if a <= lo and hi <= b:
             return k
     return None

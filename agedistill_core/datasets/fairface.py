@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+from agedistill_core.ages import FAIRFACE_GROUPS
 from agedistill_core.datasets.base import DATASETS, Item
 from agedistill_core.errors import DataError
-
-FAIRFACE_GROUPS = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70+")
 
 
 @DATASETS.register("fairface")

@@ -18,20 +18,20 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from agedistill_core.evaluate.metrics import FAIRFACE_GROUPS, age_to_group, group_accuracy, mae
+from agedistill_core.ages import AGE_BANDS, FAIRFACE_GROUPS, age_to_group, band_column, in_band
+from agedistill_core.metrics import group_accuracy, mae
 from agedistill_core.students.inference import DEFAULT_CHECKPOINT, load_student
 from agedistill_core.progress import Progress
 from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text, read_table, write_table
-from agedistill_core.teacher.vmage import load_split
+from agedistill_core.labeltable import load_split
 
 LOG = logging.getLogger("agedistill.evaluate.benchmark")
 
 COLUMNS = ["model", "kind", "run", "test_faces", "mae_to_teacher", "mae_to_ground_truth",
            "group_top1", "group_1off", "params_m"]
-# MAE to ground truth per age band (SPEC section 5's corpus groups): where age tools fail most
-BANDS = ((0, 15), (16, 25), (26, 35), (36, 45), (46, 60), (61, 120))
-BAND_COLUMNS = [f"mae_{lo}_{hi}" if hi < 120 else f"mae_{lo}_plus" for lo, hi in BANDS]
+# MAE to ground truth per age band (SPEC section 5's corpus bands, ``ages``): where age tools fail most
+BAND_COLUMNS = [band_column(lo, hi) for lo, hi in AGE_BANDS]
 BREAKDOWN_COLUMNS = ["run", "source", "test_faces", "mae_to_ground_truth", "mae_to_teacher", *BAND_COLUMNS]
 
 
@@ -39,8 +39,8 @@ def band_maes(pred, truth) -> dict[str, float]:
     """MAE to ground truth within each age band of the true age (nan where a band is empty)."""
     pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     out = {}
-    for col, (lo, hi) in zip(BAND_COLUMNS, BANDS):
-        sel = (truth >= lo) & (truth < hi + 1)
+    for col, (lo, hi) in zip(BAND_COLUMNS, AGE_BANDS):
+        sel = in_band(truth, lo, hi)
         out[col] = mae(pred[sel], truth[sel]) if sel.any() else float("nan")
     return out
 

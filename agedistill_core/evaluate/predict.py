@@ -173,7 +173,7 @@ def suppress_overlaps(detections: list[Detection], threshold: float = 0.3) -> li
 
 def frame_faces(rgb: np.ndarray, cfg: FaceSettings, *, nms_iou: float = 0.3,
                 detector=None, aligner=None) -> list[FaceCrop]:
-    """Every face of ``rgb`` framed as the crops stage frames its face (``crops._crop_one``).
+    """Every face of ``rgb`` framed as the crops stage frames its face (``crops.crop_one``).
 
     Face 0 is ``extract_face`` over all detections: the crops stage's choice,
     crop, box, score and status (``ok``, ``whole_image`` or ``no_face`` with its

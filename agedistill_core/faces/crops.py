@@ -6,7 +6,7 @@ pixels than the decoding cap, ``images.DEFAULT_MAX_PIXELS``: refused from its he
 (the face box, detected or the whole image, is under ``faces.min_face``
 pixels) or ``duplicate`` (a byte-identical copy of another manifest image,
 ``duplicate_of``: labelled once, under the first copy), each with the reason.
-Only ``USABLE`` rows reach the teacher and training.  Nothing is dropped
+Only ``USABLE`` rows (``labeltable.USABLE``) reach the teacher and training.  Nothing is dropped
 silently; a bad file never stops the shard.
 """
 from __future__ import annotations
@@ -45,8 +45,6 @@ CROPS_SCHEMA = pa.schema([
     ("status", pa.string()),
     ("reason", pa.string()),
 ])
-USABLE = ("ok", "whole_image")  # statuses that have a crop
-# the other statuses: no_face, unreadable, too_large, too_small, duplicate (no crop, a reason)
 MIN_FACE = 24  # default of faces.min_face: a smaller face box (pixels, shorter side) is too_small
 
 
@@ -65,7 +63,16 @@ def _detector(cfg: FaceSettings):
     return _DETECTOR_CACHE[cfg.detector]
 
 
-def _crop_one(path: Path, image_id: str, cfg: FaceSettings, duplicate_of: str | None = None) -> dict:
+def crop_one(path: Path, image_id: str, cfg: FaceSettings, duplicate_of: str | None = None) -> dict:
+    """One photo framed as the crops stage frames it: the row it writes for the photo's face.
+
+    The row has ``CROPS_SCHEMA``'s columns; ``jpeg`` holds the crop when ``status`` is one of
+    ``labeltable.USABLE``, else it is None and ``status`` / ``reason`` say why (``no_face``,
+    ``unreadable``, ``too_large``, ``too_small``; ``duplicate`` when ``duplicate_of`` names the
+    image it copies).  Public so that whatever frames photos outside the stage (fine-tuning, the
+    teacher's measurements, tests) frames them exactly as the training crops were framed, with
+    the same ``faces`` settings (``cfg``); the detector is built once per process and reused.
+    """
     row = dict(image_id=image_id, face=0, jpeg=None, box=None, landmarks=None,
                detector=cfg.detector if cfg.align == "none" else f"{cfg.detector}+{cfg.align}",
                score=None, status="unreadable", reason=None)
@@ -156,7 +163,7 @@ def crop_shard(settings: Settings, sid: str, *, force: bool = False,
     for cfg in {src.id: src.faces for src in rows_src}.values():
         _detector(cfg)  # a bad detector / missing model file fails here, once, with its message
         get_aligner(cfg.align, cfg.align_padding)
-    work = _crop_one
+    work = crop_one
     rows: list[dict] = []
     hook = progress if callable(progress) else None
     with Progress(len(ids), f"crops {sid}", "image", logger=LOG, enabled=progress is True) as bar:

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.images import decode_image
-from agedistill_core.teacher.vmage import FaceSet
+from agedistill_core.labeltable import FaceSet
 from agedistill_core.students.augment import AugmentConfig, apply_params, batch_tensor, sample_params
 
 

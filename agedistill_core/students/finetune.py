@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from agedistill_core.errors import AgedistillError, ConfigError, DataError
-from agedistill_core.evaluate.metrics import age_to_group, epsilon_error, group_accuracy, mae
+from agedistill_core.ages import ADIENCE_GROUPS, FAIRFACE_GROUPS, adience_edges, age_to_group
+from agedistill_core.metrics import epsilon_error, group_accuracy, mae
 from agedistill_core.settings import FaceSettings, Settings, load_settings
 from agedistill_core.progress import Progress
 from agedistill_core.shards import atomic_write_text
@@ -56,7 +57,7 @@ from agedistill_core.students.engine import Run, fit, predict, total_epochs
 from agedistill_core.students.losses import GROUP_LOSSES, make_loss
 from agedistill_core.students.train import base_lr, init_from_checkpoint, init_path, make_optimizer, run_name
 from agedistill_core.students.zoo import STUDENTS, create_student
-from agedistill_core.teacher.vmage import FaceSet
+from agedistill_core.labeltable import USABLE, FaceSet
 
 LOG = logging.getLogger("agedistill.students.finetune")
 
@@ -66,12 +67,9 @@ LOG = logging.getLogger("agedistill.students.finetune")
 def data_groups(name: str) -> tuple[tuple[str, ...], Callable[[np.ndarray], np.ndarray]]:
     """The ordered age groups of data set ``name`` and the map from an age to its group."""
     if name == "fairface":
-        from agedistill_core.datasets.fairface import FAIRFACE_GROUPS
         return FAIRFACE_GROUPS, lambda ages: age_to_group(ages)
     if name == "adience":
-        from agedistill_core.datasets.adience import _BOUNDS, ADIENCE_GROUPS
-        # an age between two groups goes to the nearer one: edges halfway across each gap
-        edges = [(hi + lo) / 2 for (_, hi), (lo, _) in zip(_BOUNDS[:-1], _BOUNDS[1:])]
+        edges = adience_edges()
         return ADIENCE_GROUPS, lambda ages: age_to_group(ages, edges)
     raise ConfigError(f"data set {name!r} has no age groups; the group protocol (students.loss groups | ordinal) "
                       f"runs on fairface or adience")
@@ -104,12 +102,12 @@ def checkpoint_faces(config: dict, fallback: FaceSettings) -> FaceSettings:
 def frame_photos(root: Path, paths: list[str], faces: FaceSettings) -> tuple[list[bytes], list[int]]:
     """JPEG face crops of ``root/path`` framed by the crops stage (``faces.crops``) with
     ``faces``; and the indices of the photos that gave one (the others are counted, by status)."""
-    from agedistill_core.faces.crops import USABLE, _crop_one
+    from agedistill_core.faces.crops import crop_one
 
     jpegs, kept, skipped = [], [], {}
     with Progress(len(paths), f"framing {root}", "photo", logger=LOG) as bar:
         for i, rel in enumerate(paths):
-            row = _crop_one(Path(root) / rel, rel, faces)
+            row = crop_one(Path(root) / rel, rel, faces)
             if row["status"] in USABLE and row["jpeg"] is not None:
                 jpegs.append(row["jpeg"])
                 kept.append(i)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agedistill_core.ages import age_band
 from agedistill_core.errors import ConfigError
 from agedistill_core.registry import Registry
 
@@ -196,13 +197,11 @@ def band_weights(target_age, power: float = 1.0) -> np.ndarray:
     band``) and less extremely with 0.5 (``balance: band_sqrt``).  Returned with
     mean 1 over the samples; samples without a target weigh 1.
     """
-    from agedistill_core.evaluate.metrics import age_group
-
     ages = np.asarray(target_age, np.float64)
     known = np.isfinite(ages)
     w = np.ones(len(ages), np.float64)
     if known.any():
-        bands = np.array(age_group(ages[known]))
+        bands = np.array(age_band(ages[known]))
         names, inverse, counts = np.unique(bands, return_inverse=True, return_counts=True)
         share = counts / counts.sum()
         w[known] = (1.0 / share[inverse]) ** float(power)

@@ -46,7 +46,7 @@ from agedistill_core.students.engine import (METRICS, Run, evaluate, fit, plot_m
                                              same_recipe, total_epochs, train_step, write_metrics)
 from agedistill_core.students.losses import GROUP_LOSSES, agreement_weights, band_weights, make_loss
 from agedistill_core.students.zoo import STUDENTS, create_student
-from agedistill_core.teacher.vmage import FaceSet, load_splits
+from agedistill_core.labeltable import FaceSet, load_splits
 
 LOG = logging.getLogger("agedistill.students.train")
 

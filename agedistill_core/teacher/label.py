@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from agedistill_core.faces.crops import USABLE
+from agedistill_core.labeltable import USABLE
 from agedistill_core.shards import StageResult
 from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.images import decode_image, resize

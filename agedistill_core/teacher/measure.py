@@ -23,16 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from agedistill_core.faces.crops import USABLE, _crop_one
+from agedistill_core.faces.crops import crop_one
+from agedistill_core.labeltable import USABLE
 from agedistill_core.datasets import DATASETS
-from agedistill_core.evaluate.metrics import FAIRFACE_GROUPS, age_to_group, group_accuracy, mae
+from agedistill_core.ages import FAIRFACE_GROUPS, age_to_group
+from agedistill_core.metrics import group_accuracy, mae
 from agedistill_core.teacher.label import label_crops
 from agedistill_core.settings import FaceSettings, TeacherSettings
 from agedistill_core.teacher import build_teacher
 
 
 def crop_all(paths: list[Path], ids: list[str], faces: FaceSettings, workers: int) -> list[dict]:
-    work = partial(_crop_one, cfg=faces)
+    work = partial(crop_one, cfg=faces)
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             return list(pool.map(work, paths, ids, chunksize=64))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from agedistill_core.evaluate.metrics import SPEC_GROUPS, age_group, group_label
+from agedistill_core.ages import AGE_BANDS, age_band, band_label
 
 PLOT_NAME = "vmage_age_groups.png"
 
@@ -20,14 +20,14 @@ def age_group_rows(table: pa.Table) -> list[dict]:
     """One row per SPEC group of the teacher's ages (``teacher_age``, or ``age`` in a labels shard)."""
     col = "teacher_age" if "teacher_age" in table.column_names else "age"
     ages = table[col].to_numpy(zero_copy_only=False).astype(np.float64)
-    groups = np.array(age_group(ages)) if len(ages) else np.array([], str)
+    groups = np.array(age_band(ages)) if len(ages) else np.array([], str)
     gated = (table["gated"].to_numpy(zero_copy_only=False).astype(bool)
              if "gated" in table.column_names else np.zeros(len(ages), bool))
     spread = (table["age_spread"].to_numpy(zero_copy_only=False).astype(np.float64)
               if "age_spread" in table.column_names else np.full(len(ages), np.nan))
     rows = []
-    for lo, hi in SPEC_GROUPS:
-        g = group_label(lo, hi)
+    for lo, hi in AGE_BANDS:
+        g = band_label(lo, hi)
         sel = groups == g
         n = int(sel.sum())
         rows.append({"group": g, "faces": n, "share": round(n / max(len(ages), 1), 4),

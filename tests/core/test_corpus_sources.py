@@ -95,7 +95,7 @@ def test_crops_use_each_sources_framing(corpus):
 
 @needs_corpus
 def test_evaluation_splits_never_reach_training(corpus):
-    from agedistill_core.teacher.vmage import load_split
+    from agedistill_core.labeltable import load_split
 
     settings = load_settings("corpus", corpus)
     train = load_split(settings, "train", "teacher")
@@ -113,7 +113,7 @@ def test_evaluation_splits_never_reach_training(corpus):
 
 @needs_corpus
 def test_student_sources_restrict_training_to_one_source(corpus):
-    from agedistill_core.teacher.vmage import load_split
+    from agedistill_core.labeltable import load_split
 
     settings = load_settings("corpus_gt", corpus)
     train = load_split(settings, "train", "ground_truth", settings.students.sources)

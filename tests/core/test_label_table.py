@@ -6,7 +6,7 @@ import pytest
 from agedistill_core.images import read_image, resize
 from agedistill_core.settings import TeacherSettings
 from agedistill_core.teacher import AGE_AXIS, build_teacher, rebin
-from agedistill_core.evaluate.metrics import age_group
+from agedistill_core.ages import age_band
 from agedistill_core.teacher.vmage import check_vmage
 from agedistill_testing import UTKFACE, needs_utkface
 
@@ -34,8 +34,8 @@ def test_bundled_teacher_on_real_faces():
 
 
 def test_spec_age_groups():
-    assert age_group(np.array([0, 15.4, 15.6, 25, 45.4, 60, 61, 100])) == [
-        "0-15", "0-15", "16-25", "16-25", "36-45", "46-60", "61-100", "61-100"]
+    assert age_band(np.array([0, 15.4, 15.6, 25, 45.4, 60, 61, 100, 116])) == [
+        "0-15", "0-15", "16-25", "16-25", "36-45", "46-60", "61-120", "61-120", "61-120"]
 
 
 def _table(ages, probs, ids):
@@ -58,3 +58,14 @@ def test_checks_catch_each_defect():
     results = {c.name: c for c in check_vmage(short, crops)}
     assert {n for n, c in results.items() if not c.passed} == {"counts_match_crops"}
     assert results["counts_match_crops"].value == -1          # 2 labelled faces, 3 usable crops
+
+
+def test_a_stored_table_naming_the_old_last_band_still_reads():
+    """Label tables written before ``ages.MAX_AGE`` name the last band 61-100: it counts as 61-120."""
+    from agedistill_core.ages import BAND_LABELS
+    from agedistill_core.teacher.vmage import summarize
+
+    table = pa.table({"age_group": ["61-100", "61-120", "0-15"], "split": ["train"] * 3,
+                      "teacher_age": [70.0, 101.0, 3.0], "gt_age": [None, None, None]})
+    hist = summarize(table)["age_groups"]
+    assert list(hist) == list(BAND_LABELS) and hist["61-120"] == 2 and hist["0-15"] == 1

@@ -21,8 +21,8 @@ CORE = Path(__file__).resolve().parents[2] / "agedistill_core"
 
 LAYERS = {
     "errors": 0, "registry": 0, "progress": 0,
-    "images": 1, "shards": 1, "settings": 3,
-    "datasets": 2, "faces": 2, "corruptions": 2, "evaluate.metrics": 2,
+    "images": 1, "shards": 1, "ages": 1, "metrics": 1, "labeltable": 2, "settings": 3,
+    "datasets": 2, "faces": 2, "corruptions": 2,
     "students.zoo": 2, "students.augment": 2, "students.checkpoint": 2, "students.losses": 2,
     "students.distributed": 2,
     "students.inference": 3, "students.export": 3, "teacher": 3,

@@ -97,7 +97,7 @@ def _full_graph(utk_params, instance):
     # the vmage_table materialisation carries its summary for the UI
     mat = latest("vmage_table")
     assert mat.metadata["faces"].value == 300
-    assert "61-100" in mat.metadata["age_groups"].value
+    assert "61-120" in mat.metadata["age_groups"].value
     assert "(data:image/png;base64," in mat.metadata["age_group_histogram"].value
 
     # a second run: nothing to redo, every data version as before

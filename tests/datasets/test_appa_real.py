@@ -6,7 +6,7 @@ import pytest
 from agedistill_core.datasets import DATASETS
 from agedistill_core.datasets.appa_real import read_appa_real
 from agedistill_core.errors import DataError
-from agedistill_core.evaluate.metrics import epsilon_error
+from agedistill_core.metrics import epsilon_error
 
 HEADER = "file_name,num_ratings,apparent_age_avg,apparent_age_std,real_age"
 

@@ -20,7 +20,7 @@ from agedistill_core.settings import FaceSettings, load_settings
 from agedistill_core.shards import read_shards, read_table
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.data import FaceDataset, collate
-from agedistill_core.teacher.vmage import FaceSet
+from agedistill_core.labeltable import FaceSet
 from agedistill_testing import FAIRFACE, UTKFACE, write_params
 
 # 448x448 FairFace photos: 0001 has a second face; in 0288 the most confident box is not the face

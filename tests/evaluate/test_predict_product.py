@@ -21,7 +21,7 @@ from skimage import data
 
 from agedistill_core.cli import main
 from agedistill_core.evaluate.predict import AgeEstimator
-from agedistill_core.faces.crops import _crop_one
+from agedistill_core.faces.crops import crop_one
 from agedistill_core.settings import FaceSettings
 from agedistill_core.students.export import export_checkpoint
 from agedistill_core.students.inference import DEFAULT_CHECKPOINT, DEFAULT_ONNX, load_model, load_student
@@ -203,7 +203,7 @@ def test_decompression_bomb_is_too_large_in_predict_and_crops(tmp_path, capsys):
     assert rows["bomb.png"]["status"] == "too_large" and "30000x30000" in rows["bomb.png"]["reason"]
     assert "--max-pixels" in rows["bomb.png"]["reason"]
     assert rows["astronaut.png"]["status"] == "ok"  # the run went on
-    row = _crop_one(bomb, "bomb", FaceSettings(detector="none"))
+    row = crop_one(bomb, "bomb", FaceSettings(detector="none"))
     assert row["status"] == "too_large" and row["jpeg"] is None and "30000x30000" in row["reason"]
     # the cap is configurable: a 512x512 photo over a 0.1 MP cap is too large too
     assert main(["predict", str(photo), "--max-pixels", "100000", "--format", "json"]) == 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from agedistill_core.faces.crops import _crop_one
+from agedistill_core.faces.crops import crop_one
 from agedistill_core.errors import ConfigError
 from agedistill_core.faces import DETECTORS, extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
@@ -111,7 +111,7 @@ def test_unreadable_files_are_recorded(tmp_path):
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     for p in (bad, empty, tmp_path / "missing.jpg"):
-        row = _crop_one(p, p.name, FaceSettings(detector="ssd", align="dlib5"))
+        row = crop_one(p, p.name, FaceSettings(detector="ssd", align="dlib5"))
         assert row["status"] == "unreadable" and p.name in row["reason"] and row["jpeg"] is None
 
 
@@ -122,7 +122,7 @@ def test_crop_row_records_detector_and_alignment(tmp_path):
 
     p = tmp_path / "astronaut.jpg"
     p.write_bytes(encode_jpeg(skimage.data.astronaut()))
-    row = _crop_one(p, "astronaut", FaceSettings(detector="ssd", align="dlib5", crop_size=96))
+    row = crop_one(p, "astronaut", FaceSettings(detector="ssd", align="dlib5", crop_size=96))
     assert row["status"] == "ok" and row["detector"] == "ssd+dlib5"
     assert len(row["landmarks"]) == 10 and len(row["box"]) == 4
     assert cv2.imdecode(np.frombuffer(row["jpeg"], np.uint8), cv2.IMREAD_COLOR).shape == (96, 96, 3)

@@ -16,14 +16,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from agedistill_core import pipeline
-from agedistill_core.faces.crops import MIN_FACE, USABLE, crop_shard, min_face
+from agedistill_core.faces.crops import MIN_FACE, crop_shard, min_face
+from agedistill_core.labeltable import USABLE
 from agedistill_core.datasets import build_manifest
 from agedistill_core.datasets.base import CONTENT_COLUMNS, assign_split, manifest_notes
 from agedistill_core.faces.crop import Detection, extract_face
 from agedistill_core.images import encode_png
 from agedistill_core.settings import FaceSettings
 from agedistill_core.shards import read_table, write_table
-from agedistill_core.teacher.vmage import check_vmage, manifest_crops
+from agedistill_core.labeltable import manifest_crops
+from agedistill_core.teacher.vmage import check_vmage
 from rel_helpers import real_faces
 
 

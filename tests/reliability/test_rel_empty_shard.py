@@ -12,7 +12,7 @@ from agedistill_core.datasets import build_manifest
 from agedistill_core.images import encode_jpeg
 from agedistill_core.teacher.label import LABELS_SCHEMA, label_shard, labels_table
 from agedistill_core.shards import list_shards, read_table, shard_path
-from agedistill_core.teacher.vmage import load_split
+from agedistill_core.labeltable import load_split
 from agedistill_core.students.train import train_student
 from rel_helpers import real_faces
 

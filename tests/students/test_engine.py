@@ -110,7 +110,7 @@ def test_the_shipped_checkpoint_still_loads_warm_starts_and_gets_a_card(tiny_set
     from agedistill_core.students.ship import model_card
     from agedistill_core.students.train import init_from_checkpoint
     from agedistill_core.students.zoo import create_student
-    from agedistill_core.teacher.vmage import load_split
+    from agedistill_core.labeltable import load_split
 
     import torch
 
@@ -163,7 +163,7 @@ def test_teacher_in_the_loop_labels_the_very_mixed_view(tiny_settings):
     from agedistill_core.students.augment import AugmentConfig
     from agedistill_core.students.consistent import TeacherInLoop, mix
     from agedistill_core.students.data import FaceDataset
-    from agedistill_core.teacher.vmage import load_split
+    from agedistill_core.labeltable import load_split
 
     s = tiny_settings("til", epochs=1, teacher_in_loop=True, mixup=0.4)
     ds = FaceDataset(load_split(s, "train"), 96, 0.2, AugmentConfig(enabled=True), seed=3, threads=1)

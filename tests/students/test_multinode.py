@@ -274,7 +274,7 @@ def _ghost_batch_norm_replay(settings, arch: str, initial: dict, world_size: int
     0's batches alone (DDP broadcasts rank 0's buffers before the next forward)."""
     from agedistill_core.students.augment import AugmentConfig
     from agedistill_core.students.data import FaceDataset
-    from agedistill_core.teacher.vmage import load_split
+    from agedistill_core.labeltable import load_split
     from agedistill_core.students.distributed import epoch_indices
     from agedistill_core.students.losses import make_loss
     from agedistill_core.students.train import _subsample, make_optimizer

@@ -26,7 +26,7 @@ def test_ship_writes_a_slim_checkpoint_onnx_and_card(tiny_settings, tmp_path):
     slim = torch.load(out / "best.pt", weights_only=True)
     assert slim["optimizer"] is None and slim["rng"] is None
     # the shipped weights give the trained ones' ages on real crops
-    from agedistill_core.teacher.vmage import load_split
+    from agedistill_core.labeltable import load_split
 
     jpegs = load_split(settings, "val").jpeg[:6]
     torch.testing.assert_close(torch.from_numpy(load_student(out / "best.pt").predict_jpegs(jpegs)),

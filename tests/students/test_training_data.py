@@ -10,7 +10,7 @@ from agedistill_core.images import decode_image
 from agedistill_core.students.augment import AugmentConfig, augment_face, to_tensor
 from agedistill_core.students.data import FaceDataset, iter_batches
 from agedistill_core.students.augment import batch_tensor
-from agedistill_core.teacher.vmage import load_split, load_splits
+from agedistill_core.labeltable import load_split, load_splits
 from agedistill_core.students.losses import band_weights
 from agedistill_testing import agedistill_messages
 

@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 import pytest
 import yaml
 
-from agedistill_core.faces.crops import USABLE, crop_shard
+from agedistill_core.faces.crops import crop_shard
+from agedistill_core.labeltable import USABLE
 from agedistill_core.datasets import build_manifest
 from agedistill_core.teacher.label import LABELS_SCHEMA, label_shard
 from agedistill_core.settings import load_settings
