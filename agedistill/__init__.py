@@ -7,9 +7,9 @@
         print(face.box, face.score, face.age, face.status)
 
 ``AgeEstimator`` is what ``agedistill predict`` runs (same framing, same numbers); see
-``agedistill_core.evaluate.predict.AgeEstimator`` for its options.
+``agedistill_core.inference.predict.AgeEstimator`` for its options.
 """
-from agedistill_core.evaluate.predict import AgeEstimator, FaceRow
+from agedistill_core.inference.predict import AgeEstimator, FaceRow
 
 Face = FaceRow  # one face (or one photo without a usable face): path, face, box, score, age, status, reason
 

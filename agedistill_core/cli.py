@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             from agedistill_core.dvcyaml import write_dvc_yaml
             return write_dvc_yaml(settings, out=args.out, check=args.check)
         elif args.command == "export":
-            from agedistill_core.students.export import export_checkpoint
+            from agedistill_core.inference.export import export_checkpoint
             print(export_checkpoint(args.checkpoint, args.out, arch=args.arch))
     except AgedistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -182,7 +182,7 @@ def _silence_stdout() -> None:
 def _predict(args, settings) -> int:
     """``agedistill predict``: rows on stdout, every message on stderr.  ``settings``: a loader
     of the profile, called only for the teacher or a model that records no framing."""
-    from agedistill_core.evaluate.predict import AgeEstimator, RowWriter, predict_photos
+    from agedistill_core.inference.predict import AgeEstimator, RowWriter, predict_photos
 
     log = logging.getLogger("agedistill.predict")
     est = AgeEstimator(args.checkpoint, teacher=args.teacher, settings=settings, detector=args.detector,

@@ -71,7 +71,7 @@ REGISTRIES = {
     "loss": ("agedistill_core.students.losses", "LOSSES"),
     "corruption": ("agedistill_core.corruptions", "CORRUPTIONS"),
     "severity": ("agedistill_core.corruptions.params", "SEVERITIES"),
-    "teacher member": ("agedistill_core.teacher.members", "MEMBERS"),
+    "teacher member": ("agedistill_core.inference.member", "MEMBERS"),  # teacher.members + torch
 }
 
 

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     from agedistill_core.ages import FAIRFACE_GROUPS, age_to_group
     from agedistill_core.metrics import group_accuracy
-    from agedistill_core.evaluate.predict import AgeEstimator, frame_faces, load_teacher
+    from agedistill_core.inference.predict import AgeEstimator, frame_faces, load_teacher
     from agedistill_core.faces import make_detector
     from agedistill_core.images import read_image
     from agedistill_core.settings import load_settings

@@ -28,7 +28,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agedistill_core.students.ship import median_seconds as timed  # noqa: E402  (one warm-up, then the median)
+from agedistill_core.inference.ship import median_seconds as timed  # noqa: E402  (one warm-up, then the median)
 from agedistill_core.students.zoo import STUDENTS, create_student  # noqa: E402
 
 HEAVY = {"vgg16", "senet50", "densenet121"}
@@ -58,7 +58,7 @@ def student_row(arch: str, reps: int, onnx: bool) -> dict:
     if onnx:
         import onnxruntime as ort
 
-        from agedistill_core.students.export import export_onnx
+        from agedistill_core.inference.export import export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:
             path = export_onnx(model, Path(tmp) / f"{arch}.onnx", s)

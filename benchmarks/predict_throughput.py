@@ -49,7 +49,7 @@ def measured(fn, *args) -> tuple[float, float]:
 
 def bare_loop(est, paths) -> float:
     """Seconds for detector + alignment + JPEG + student, one photo at a time, in this process."""
-    from agedistill_core.evaluate.predict import frame_faces
+    from agedistill_core.inference.predict import frame_faces
     from agedistill_core.images import encode_jpeg, read_image
 
     det, aligner, cfg = est._detector, est._aligner, est.faces
@@ -68,7 +68,7 @@ def through_predict(est, paths, workers: int) -> float:
 
 
 def main(argv=None) -> int:
-    from agedistill_core.evaluate.predict import AgeEstimator, default_workers
+    from agedistill_core.inference.predict import AgeEstimator, default_workers
     from agedistill_core.settings import load_settings
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

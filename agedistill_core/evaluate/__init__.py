@@ -1,1 +1,2 @@
-"""Evaluation: metrics, student prediction and the benchmark tables."""
+"""Evaluation: the benchmark and robustness tables, scoring checkpoints across profiles (``report``)
+and the SPEC 5 group protocol, fine-tuning per fold (``finetune``)."""

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from agedistill_core.ages import AGE_BANDS, FAIRFACE_GROUPS, age_to_group, band_column, in_band
 from agedistill_core.metrics import group_accuracy, mae
-from agedistill_core.students.inference import DEFAULT_CHECKPOINT, load_student
+from agedistill_core.inference.student import DEFAULT_CHECKPOINT, load_student
 from agedistill_core.progress import Progress
 from agedistill_core.settings import Settings
 from agedistill_core.shards import atomic_write_text, read_table, write_table

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from agedistill_core.corruptions.lfwc import base_faces, complete_parts, partition_dir, partition_faces, selected
 from agedistill_core.metrics import mae
-from agedistill_core.students.inference import load_student
+from agedistill_core.inference.student import load_student
 from agedistill_core.teacher.label import get_teacher, label_crops
 from agedistill_core.progress import Progress
 from agedistill_core.settings import Settings

@@ -1,1 +1,2 @@
-"""Student networks: model zoo, augmentation, losses, checkpoints, export, DDP helpers."""
+"""Student networks and their training: the zoo, augmentation, losses, checkpoints, the data, the
+training engine and loop, teacher-in-the-loop distillation, DDP helpers."""

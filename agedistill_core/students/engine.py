@@ -2,7 +2,7 @@
 
 Shaped like torchvision's ``references/classification/train.py``.  Distillation and
 ground-truth training (``students.train.train_student``) and fine-tuning
-(``students.finetune``: an age head, a softmax over age groups, an ordinal head) all call
+(``evaluate.finetune``: an age head, a softmax over age groups, an ordinal head) all call
 ``fit``, so they share:
 
 * checkpoints: ``best.pt`` (best validation loss; the last epoch when there is no

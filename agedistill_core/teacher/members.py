@@ -2,7 +2,9 @@
 
 A member declares its input size, colour order, normalisation, age bins and the
 face framing it was trained on, and maps face crops to probability vectors over
-its own bins.  Add a backend by registering a factory in ``MEMBERS``.
+its own bins.  Add a backend by registering a factory in ``MEMBERS``.  The ``torch`` member (a
+student checkpoint of this project) is registered by ``agedistill_core.inference.member``: a
+student is loaded by the inference package, which sits above the teacher.
 """
 from __future__ import annotations
 
@@ -138,7 +140,7 @@ def make_age_gender_onnx(threads: int = 0, **_: object) -> Member:
 VGGFACE2_MEAN_RGB = (131.0912, 103.8827, 91.4953)  # SPEC 2
 
 
-def _resolve(path, base_dir, where: str, key: str) -> Path:
+def resolve_file(path, base_dir, where: str, key: str) -> Path:
     if path is None or path == "":
         raise ConfigError(f"{where}: missing '{key}' (a file path); add it to the member's mapping in params.yaml")
     p = Path(str(path)).expanduser()
@@ -174,7 +176,7 @@ def _to_probs(out: np.ndarray) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-def _reject_unknown(where: str, unknown: dict, known: str) -> None:
+def reject_unknown(where: str, unknown: dict, known: str) -> None:
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; valid: {known}")
 
@@ -217,65 +219,18 @@ def make_caffe(prototxt=None, caffemodel=None, *, bins=101, input_size: int = 22
     order; default the SPEC 2 VGG-Face2 mean, no scaling.  Outputs that are not
     already probabilities get a softmax."""
     where = f"teacher member caffe{f' ({label})' if label else ''}"
-    _reject_unknown(where, unknown, "prototxt, caffemodel, bins, input_size, mean, scale, color_order, "
+    reject_unknown(where, unknown, "prototxt, caffemodel, bins, input_size, mean, scale, color_order, "
                                     "output, framing, label")
     if color_order not in ("RGB", "BGR"):
         raise ConfigError(f"{where}: color_order must be RGB or BGR, got {color_order!r}")
-    proto = _resolve(prototxt, base_dir, where, "prototxt")
-    weights = _resolve(caffemodel, base_dir, where, "caffemodel")
+    proto = resolve_file(prototxt, base_dir, where, "prototxt")
+    weights = resolve_file(caffemodel, base_dir, where, "caffemodel")
     if mean is None:
         mean = VGGFACE2_MEAN_RGB if color_order == "RGB" else VGGFACE2_MEAN_RGB[::-1]
     return CaffeMember(label or f"caffe:{weights.stem}", proto, weights, output=output,
                        input_size=int(input_size), bins=_bins(bins, where),
                        mean=tuple(float(v) for v in mean), scale=float(scale), color_order=color_order,
                        framing=framing)
-
-
-class TorchMember(Member):
-    """A student checkpoint of this project used as a teacher member.
-
-    * 1-output (regression) checkpoints: the predicted age ``a`` becomes a
-      two-bin distribution on ages 0..100 (mass ``ceil(a) - a`` at
-      ``floor(a)``, the rest at ``floor(a) + 1``): the narrowest vector whose
-      expectation is exactly ``a``.  Its entropy says nothing about confidence.
-    * 101-output ``distribution`` checkpoints: the softmax of the outputs.
-    """
-
-    def __init__(self, name, student, threads: int = 0):
-        from agedistill_core.students.augment import VGGFACE2_MEAN_RGB as mean
-
-        n_out = int(student.config.get("n_outputs", 1))
-        super().__init__(name=name, input_size=int(student.input_size), bins=AGE_BINS_101,
-                         mean=tuple(float(v) for v in mean), scale=1.0, color_order="RGB",
-                         framing="as the student's training crops (square box + 0.2 margin)")
-        if n_out not in (1, 101):
-            raise ConfigError(f"teacher member {name}: checkpoint has {n_out} outputs; "
-                              f"a member needs 1 (regression) or 101 (distribution)")
-        self.student, self.n_outputs, self.threads = student, n_out, int(threads)
-
-    def resize(self, crops: np.ndarray) -> np.ndarray:
-        import cv2
-
-        s = self.input_size
-        if crops.shape[1] != s or crops.shape[2] != s:  # bilinear, as the student's validation
-            crops = np.stack([cv2.resize(c, (s, s), interpolation=cv2.INTER_LINEAR) for c in crops])
-        return crops
-
-    def prepare(self, crops: np.ndarray) -> np.ndarray:
-        x = self.resize(crops).astype(np.float32) - np.asarray(self.mean, np.float32)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        with torch.inference_mode():
-            out = self.student.model(torch.from_numpy(x))
-            if self.n_outputs == 101:
-                return torch.softmax(out.float(), 1).numpy().astype(np.float64)
-            ages = self.student.loss.ages(out).double().numpy()
-        return narrow_distribution(ages)
 
 
 AGE_BINS_101 = np.arange(101, dtype=np.float64)
@@ -291,20 +246,3 @@ def narrow_distribution(ages: np.ndarray, n_bins: int = 101) -> np.ndarray:
     out[rows, lo] = 1 - w
     out[rows, lo + 1] = w
     return out
-
-
-@MEMBERS.register("torch")
-def make_torch(checkpoint=None, *, label: str | None = None, threads: int = 0, base_dir=None,
-               **unknown) -> Member:
-    """A student checkpoint (``students/<arch>/best.pt``) as a member."""
-    where = f"teacher member torch{f' ({label})' if label else ''}"
-    _reject_unknown(where, unknown, "checkpoint, label")
-    path = _resolve(checkpoint, base_dir, where, "checkpoint")
-    from agedistill_core.errors import CheckpointError
-    from agedistill_core.students.inference import load_student
-
-    try:
-        student = load_student(path)
-    except CheckpointError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    return TorchMember(label or f"torch:{student.arch}:{path.stem}", student, threads)

@@ -1,16 +1,24 @@
-"""The core's import layers: every import (module-level or inside a function) runs downward
-or within a layer, never up; no import cycles; the core never imports dagster.
+"""The core's import rules, read from every import (module-level or inside a function, and module
+names in strings such as ``"agedistill_core.stages:run_crops"``; type-only imports under
+``TYPE_CHECKING`` do not count):
 
-The layers (README, "Architecture"), bottom to top:
+* folders: between the top-level folders and modules of ``agedistill_core`` imports run downward
+  only, in the order of ``FOLDERS`` (one table, bottom to top); within a folder the module layers
+  below decide;
+* modules: every import runs downward or within a layer of ``LAYERS``;
+* no import cycles; the core never imports dagster.
+
+The module layers (README, "Layers"), bottom to top:
   0 foundation   errors, registry, progress (bars and throttled progress lines)
-  1 io           images, shards
-  2 blocks       datasets, faces (detection, alignment, framing), corruptions (the 13 functions),
-                 evaluate.metrics, students' networks, augmentation, checkpoints, losses, DDP
-  3 models       students.inference / export (a trained student), teacher members and ensemble;
-                 settings (a profile is validated against the registries of layers 2 and 3)
+  1 io and base  images, shards; ages (groups and bands), metrics
+  2 blocks       labeltable (the label table's reader), datasets, faces (detection, alignment,
+                 framing), corruptions (the 13 functions), students' networks, augmentation,
+                 checkpoints, losses, DDP
+  3 models       inference.student / export / member (a trained student), teacher members and
+                 ensemble; settings (a profile is validated against the registries of layers 2 and 3)
   4 stages       faces.crops, teacher.label / vmage / report / measure, corruptions.lfwc,
-                 students.data / train / finetune / ship / report, evaluate.benchmark / robustness / predict
-  5 pipeline     pipeline (the stage table), dvcyaml, cli
+                 students.data / engine / train, inference.predict / ship, evaluate.*
+  5 top          stages (the stage functions), pipeline (the stage table), dvcyaml, cli
 """
 from __future__ import annotations
 
@@ -19,16 +27,30 @@ from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[2] / "agedistill_core"
 
+# The top-level folders and modules of agedistill_core, bottom to top: a module may import only
+# from its own folder and from folders listed before it.
+FOLDERS = (
+    "errors", "registry", "progress",            # foundation
+    "images", "shards",                          # io: decoding, atomic writes, Parquet shards
+    "ages", "metrics", "settings", "labeltable",  # low modules everyone may import
+    "datasets", "corruptions", "faces",          # families: data sets, corruptions, framing (the crops stage)
+    "teacher",                                   # the teacher, the label stage, the label table
+    "students",                                  # networks and their training (learns from the teacher's labels)
+    "inference",                                 # a trained student used: loader, predict, export, ship
+    "evaluate",                                  # benchmark, robustness, report, the group protocol
+    "stages", "pipeline", "dvcyaml", "cli",      # the stage functions, the stage table, its faces
+)
+
 LAYERS = {
     "errors": 0, "registry": 0, "progress": 0,
-    "images": 1, "shards": 1, "ages": 1, "metrics": 1, "labeltable": 2, "settings": 3,
-    "datasets": 2, "faces": 2, "corruptions": 2,
+    "images": 1, "shards": 1, "ages": 1, "metrics": 1,
+    "labeltable": 2, "datasets": 2, "faces": 2, "corruptions": 2,
     "students.zoo": 2, "students.augment": 2, "students.checkpoint": 2, "students.losses": 2,
     "students.distributed": 2,
-    "students.inference": 3, "students.export": 3, "teacher": 3,
+    "inference.student": 3, "inference.export": 3, "inference.member": 3, "teacher": 3, "settings": 3,
     "faces.crops": 4, "teacher.label": 4, "teacher.vmage": 4, "teacher.report": 4, "teacher.measure": 4,
-    "corruptions.lfwc": 4, "students": 4, "evaluate": 4,
-    "pipeline": 5, "dvcyaml": 5, "cli": 5,
+    "corruptions.lfwc": 4, "students": 4, "inference": 4, "evaluate": 4,
+    "stages": 5, "pipeline": 5, "dvcyaml": 5, "cli": 5,
 }
 
 
@@ -69,7 +91,7 @@ def imports(path: Path) -> set[str]:
         if id(node) in type_only:
             continue
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("agedistill_core."):
-            found.add(node.value)
+            found.add(node.value.partition(":")[0])   # "agedistill_core.stages:run_crops" names a module
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -99,6 +121,54 @@ GRAPH = {module_name(p): imports(p) for p in sorted(CORE.rglob("*.py")) if p.par
 def upward(graph: dict[str, set[str]]) -> list[str]:
     return [f"{m} (layer {layer(m)}) imports {d} (layer {layer(d)})"
             for m, deps in graph.items() for d in sorted(deps - {"dagster"}) if layer(d) > layer(m)]
+
+
+def folder(module: str) -> str:
+    """The top-level folder (or module) of ``module``, relative to agedistill_core."""
+    return module.split(".")[0]
+
+
+def registry_lookups() -> set[str]:
+    """The registries settings look names up in when a profile is validated (``REGISTRIES``): the
+    one reference from a low module to the families, by name, so that a newly registered
+    detector, student or member is valid without an edit to settings."""
+    from agedistill_core.settings import REGISTRIES
+
+    return {module.removeprefix("agedistill_core.") for module, _ in REGISTRIES.values()}
+
+
+def upward_folders(graph: dict[str, set[str]]) -> list[str]:
+    rank = {name: k for k, name in enumerate(FOLDERS)}
+    lookups = registry_lookups()
+    return [f"{m} ({folder(m)}/) imports {d} ({folder(d)}/, above it in FOLDERS)"
+            for m, deps in graph.items() for d in sorted(deps - {"dagster"})
+            if folder(d) != folder(m) and rank[folder(d)] > rank[folder(m)]
+            and not (folder(m) == "settings" and d in lookups)]
+
+
+def test_every_folder_is_in_the_folder_table():
+    assert sorted({folder(m) for m in GRAPH} - set(FOLDERS)) == []
+    assert len(set(FOLDERS)) == len(FOLDERS)
+
+
+def test_no_import_between_folders_runs_up():
+    assert upward_folders(GRAPH) == []
+
+
+def test_settings_look_up_only_registries():
+    """Settings' upward references are exactly its registry lookups: each names a registry."""
+    import importlib
+
+    from agedistill_core.settings import REGISTRIES
+
+    for module, attr in REGISTRIES.values():
+        assert hasattr(importlib.import_module(module), attr), (module, attr)
+
+
+def test_the_folder_rule_sees_an_upward_import():
+    graph = {"teacher.members": {"students.augment"}, "students.train": {"teacher.label"}}
+    assert upward_folders(graph) == ["teacher.members (teacher/) imports students.augment "
+                                     "(students/, above it in FOLDERS)"]
 
 
 def test_every_module_has_a_layer():

@@ -7,7 +7,7 @@ import re
 from agedistill_core.cli import main
 from agedistill_core.evaluate.benchmark import run_benchmark
 from agedistill_core.settings import load_settings
-from agedistill_core.students.inference import DEFAULT_CHECKPOINT
+from agedistill_core.inference.student import DEFAULT_CHECKPOINT
 from agedistill_testing import agedistill_messages, write_params
 
 

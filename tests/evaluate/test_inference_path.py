@@ -11,8 +11,8 @@ import pytest
 from skimage import data
 
 from agedistill_core.cli import main
-from agedistill_core.evaluate.predict import frame_faces, iou, suppress_overlaps
-from agedistill_core.students.inference import load_student
+from agedistill_core.inference.predict import frame_faces, iou, suppress_overlaps
+from agedistill_core.inference.student import load_student
 from agedistill_core.faces import Detection, extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
 from agedistill_core.images import decode_image, encode_jpeg, read_image

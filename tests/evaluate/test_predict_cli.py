@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from skimage import data
 
-import agedistill_core.evaluate.predict as predict_mod
-import agedistill_core.students.inference as inference_mod
+import agedistill_core.inference.predict as predict_mod
+import agedistill_core.inference.student as inference_mod
 from agedistill_core.cli import main
-from agedistill_core.evaluate.predict import CSV_COLUMNS, framing_for
+from agedistill_core.inference.predict import CSV_COLUMNS, framing_for
 from agedistill_core.settings import FaceSettings
 
 

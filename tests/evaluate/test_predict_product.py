@@ -20,11 +20,11 @@ import pytest
 from skimage import data
 
 from agedistill_core.cli import main
-from agedistill_core.evaluate.predict import AgeEstimator
+from agedistill_core.inference.predict import AgeEstimator
 from agedistill_core.faces.crops import crop_one
 from agedistill_core.settings import FaceSettings
-from agedistill_core.students.export import export_checkpoint
-from agedistill_core.students.inference import DEFAULT_CHECKPOINT, DEFAULT_ONNX, load_model, load_student
+from agedistill_core.inference.export import export_checkpoint
+from agedistill_core.inference.student import DEFAULT_CHECKPOINT, DEFAULT_ONNX, load_model, load_student
 from agedistill_testing import FAIRFACE, REPO
 
 PYTHON = sys.executable

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from agedistill_core.evaluate.predict import frame_faces
+from agedistill_core.inference.predict import frame_faces
 from agedistill_core.faces import make_detector
 from agedistill_core.images import read_image
 from agedistill_core.settings import FaceSettings

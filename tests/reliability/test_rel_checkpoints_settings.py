@@ -9,7 +9,7 @@ import torch
 
 from agedistill_core.cli import main
 from agedistill_core.errors import CheckpointError, ConfigError
-from agedistill_core.students.inference import load_student
+from agedistill_core.inference.student import load_student
 from agedistill_core.settings import load_settings
 from agedistill_core.students.checkpoint import save_checkpoint
 from agedistill_core.students.zoo import create_student

@@ -106,8 +106,8 @@ def test_warm_start_counts_total_epochs_and_init_checkpoint_is_an_alias(tiny_set
 def test_the_shipped_checkpoint_still_loads_warm_starts_and_gets_a_card(tiny_settings, tmp_path):
     if not SHIPPED.is_file() or SHIPPED.stat().st_size == 0:
         pytest.skip(f"{SHIPPED} is missing or empty")
-    from agedistill_core.students.inference import load_student
-    from agedistill_core.students.ship import model_card
+    from agedistill_core.inference.student import load_student
+    from agedistill_core.inference.ship import model_card
     from agedistill_core.students.train import init_from_checkpoint
     from agedistill_core.students.zoo import create_student
     from agedistill_core.labeltable import load_split

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import timm
 import torch
 
-from agedistill_core.students.export import export_onnx, onnx_parity
+from agedistill_core.inference.export import export_onnx, onnx_parity
 
 
 def test_mobilenetv3_small_export_parity(tmp_path: Path):

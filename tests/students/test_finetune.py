@@ -14,7 +14,7 @@ import yaml
 from agedistill_core.errors import ConfigError, DataError
 from agedistill_core.settings import load_settings
 from agedistill_core.students.checkpoint import load_checkpoint
-from agedistill_core.students.finetune import Finetune, finetune, main, stratified_folds
+from agedistill_core.evaluate.finetune import Finetune, finetune, main, stratified_folds
 from agedistill_core.students.losses import GroupSoftmaxLoss, OrdinalLoss, make_loss
 from agedistill_core.students.train import run_dir, train_student
 from agedistill_testing import agedistill_messages

@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from agedistill_core.students.inference import load_student
+from agedistill_core.inference.student import load_student
 
 
 def test_ship_writes_a_slim_checkpoint_onnx_and_card(tiny_settings, tmp_path):
     pytest.importorskip("onnx")
-    from agedistill_core.students.report import score
-    from agedistill_core.students.ship import ship
+    from agedistill_core.evaluate.report import score
+    from agedistill_core.inference.ship import ship
     from agedistill_core.students.train import train_student
 
     settings = tiny_settings("ship", epochs=1)

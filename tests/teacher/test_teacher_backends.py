@@ -15,6 +15,8 @@ from agedistill_core.teacher import build_teacher, make_member
 from agedistill_core.teacher.ensemble import member_from_spec
 from agedistill_core.teacher.members import narrow_distribution
 
+import agedistill_core.inference.member  # noqa: F401,E402  (registers the torch member)
+
 sys.path.insert(0, str(Path(__file__).parent))
 from tiny_caffe import write_tiny_caffe  # noqa: E402
 
@@ -112,7 +114,7 @@ def test_narrow_distribution_keeps_the_age():
 
 @pytest.mark.parametrize("n_outputs, loss", [(1, "paper"), (101, "distribution")])
 def test_torch_checkpoint_member(tmp_path, n_outputs, loss):
-    from agedistill_core.students.inference import load_student
+    from agedistill_core.inference.student import load_student
 
     ckpt = _tiny_checkpoint(tmp_path / "best.pt", n_outputs, loss)
     m = member_from_spec({"name": "torch", "checkpoint": "best.pt"}, base_dir=tmp_path)

@@ -5,7 +5,7 @@
   status); ``predict_paths(paths, workers=...)`` streams photos in order, framing them in a
   process pool and ageing the faces in batches.  ``agedistill predict`` wraps it.
 * The model: the shipped ``models/mn3_small_distilled/model.onnx`` on onnxruntime by default
-  (``students.inference.load_model``: an ``.onnx`` runs on onnxruntime without torch, a
+  (``inference.student.load_model``: an ``.onnx`` runs on onnxruntime without torch, a
   ``.pt`` checkpoint through torch), or the profile's teacher (``TeacherEstimator``).
 * The framing: the model's own (its metadata's / checkpoint config's ``faces``: the crops it
   was trained on), else the profile's (``framing_for``).  ``frame_faces(rgb, faces)``
@@ -43,7 +43,7 @@ from agedistill_core.images import encode_jpeg, max_pixels_default, read_image, 
 from agedistill_core.progress import Progress
 from agedistill_core.settings import FaceSettings
 from agedistill_core.shards import atomic_write_bytes
-from agedistill_core.students.inference import DEFAULT_CHECKPOINT, DEFAULT_ONNX, load_model, metadata_path
+from agedistill_core.inference.student import DEFAULT_CHECKPOINT, DEFAULT_ONNX, load_model, metadata_path
 
 log = logging.getLogger("agedistill.predict")
 

@@ -1,6 +1,6 @@
 """Score student checkpoints on the test split of one or more profiles' label tables.
 
-    python -m agedistill_core.students.report --profile utkface --profile fairface \\
+    python -m agedistill_core.evaluate.report --profile utkface --profile fairface \\
         data/utkface/students/mn3_small-short/best.pt data/utkface/students/mn3_small-gt-short/best.pt
 
 For each profile (its label table must exist: ``agedistill --profile P manifest
@@ -40,7 +40,7 @@ def score(profile: str, checkpoints: list[str], params: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agedistill_core.students.report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m agedistill_core.evaluate.report", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--profile", action="append", required=True)
     p.add_argument("--params")

@@ -9,7 +9,7 @@ Two runtimes, the same ages (within float rounding):
 * ``load_onnx_student(model.onnx) -> OnnxStudent``: the exported network on onnxruntime,
   with the input recipe (size, mean, how the head becomes an age) and the framing the
   student was trained on (``faces``) read from the model's metadata (``model.json``
-  beside it, written by ``students.export.write_model_metadata``; or the same JSON in
+  beside it, written by ``inference.export.write_model_metadata``; or the same JSON in
   the ONNX file's ``agedistill`` metadata property).  Imports neither torch nor timm.
 * ``load_model(path)``: either, by the file's format (an .onnx file is never unpickled).
 

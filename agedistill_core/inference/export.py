@@ -10,7 +10,7 @@ dynamic.  Weights are stored inside the .onnx file.
 network (``model.json`` next to ``model.onnx``, and the same JSON in the ONNX file's
 ``agedistill`` metadata property): the input size and mean, how the head becomes an
 age, and the framing (``faces``) of the crops the student was trained on.
-``students.inference.load_onnx_student`` reads it without torch.  ``export_checkpoint``
+``inference.student.load_onnx_student`` reads it without torch.  ``export_checkpoint``
 (``agedistill export``, and ``ship``) writes it with every export.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ _NOT_FRAMING = ("workers",)
 def model_metadata(config: dict) -> dict:
     """The metadata of an exported student, from its checkpoint's ``config``."""
     from agedistill_core.students.augment import VGGFACE2_MEAN_RGB
-    from agedistill_core.students.inference import METADATA_FORMAT, METADATA_VERSION
+    from agedistill_core.inference.student import METADATA_FORMAT, METADATA_VERSION
     from agedistill_core.students.losses import make_loss
 
     loss_name = config.get("students", {}).get("loss", "paper")
@@ -120,7 +120,7 @@ def model_metadata(config: dict) -> dict:
 def write_model_metadata(onnx_path, config: dict) -> Path:
     """Write ``model.json`` beside ``onnx_path`` (and, when the ``onnx`` package is there, the same
     JSON into the file's ``agedistill`` metadata property); returns the JSON's path."""
-    from agedistill_core.students.inference import METADATA_KEY, metadata_path
+    from agedistill_core.inference.student import METADATA_KEY, metadata_path
 
     onnx_path = Path(onnx_path)
     meta = model_metadata(config)
@@ -146,7 +146,7 @@ def export_checkpoint(checkpoint, out, *, arch: str | None = None, tolerance: fl
     ``tolerance`` raises ``ExportError``.
     """
     from agedistill_core.errors import AgedistillError, CheckpointError
-    from agedistill_core.students.inference import load_student
+    from agedistill_core.inference.student import load_student
 
     student = load_student(checkpoint)
     if arch is not None and arch != student.arch:

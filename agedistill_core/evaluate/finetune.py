@@ -25,8 +25,8 @@ them.  Each fold is a run folder ``<workdir>/students/<run>/fold<k>/`` (best.pt,
 metrics.csv/png); ``result.json`` beside them holds the table.  The models fine-tuned here are
 never the shipped default.
 
-    python -m agedistill_core.students.finetune --profile fairface_groups [--json out.json]
-    python -m agedistill_core.students.finetune fairface --root ../shared/data/fairface \\
+    python -m agedistill_core.evaluate.finetune --profile fairface_groups [--json out.json]
+    python -m agedistill_core.evaluate.finetune fairface --root ../shared/data/fairface \\
         --checkpoint models/mn3_small_distilled/best.pt [--loss ordinal] [--epochs 35]
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ from agedistill_core.students.train import base_lr, init_from_checkpoint, init_p
 from agedistill_core.students.zoo import STUDENTS, create_student
 from agedistill_core.labeltable import USABLE, FaceSet
 
-LOG = logging.getLogger("agedistill.students.finetune")
+LOG = logging.getLogger("agedistill.evaluate.finetune")
 
 
 # --- groups of the data sets --------------------------------------------------------------
@@ -193,7 +193,7 @@ class Finetune:
 
 def _zero_shot(path: Path, jpegs: list[bytes]) -> np.ndarray:
     """The starting student's ages, through ``predict``'s path (``inference.load_student``)."""
-    from agedistill_core.students.inference import load_student
+    from agedistill_core.inference.student import load_student
 
     return load_student(path).predict_jpegs(jpegs)
 
@@ -349,7 +349,7 @@ def legacy_overrides(protocol: str, root: str, checkpoint: str, a: argparse.Name
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agedistill_core.students.finetune",
+    p = argparse.ArgumentParser(prog="python -m agedistill_core.evaluate.finetune",
                                 description="Fine-tune a distilled student on a SPEC 5 protocol (a profile's recipe).")
     p.add_argument("protocol", nargs="?", choices=PROTOCOLS,
                    help="older form: the data set's layout (with --root and --checkpoint)")

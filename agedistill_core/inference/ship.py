@@ -1,10 +1,10 @@
 """Ship a trained student: weights-only checkpoint, ONNX, and a model card with its numbers.
 
-    python -m agedistill_core.students.ship --profile corpus \\
+    python -m agedistill_core.inference.ship --profile corpus \\
         --checkpoint data/corpus/students/mn3_small/best.pt --report results/report.json \\
         --out models/mn3_small_distilled
 
-``--report`` is the JSON that ``python -m agedistill_core.students.report --json``
+``--report`` is the JSON that ``python -m agedistill_core.evaluate.report --json``
 wrote for this checkpoint (its rows: MAE per evaluation set and age band,
 FairFace groups).  Speed is measured here, in one run: the student on
 onnxruntime against the profile's teacher (its whole labelling path), per face
@@ -147,7 +147,7 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
 
 def ship(profile: str, checkpoint: str, report: str, out: str, params: str | None = None) -> Path:
     from agedistill_core.students.checkpoint import load_checkpoint
-    from agedistill_core.students.export import export_checkpoint
+    from agedistill_core.inference.export import export_checkpoint
 
     settings = load_settings(profile, params)
     ckpt = load_checkpoint(checkpoint)
@@ -174,11 +174,11 @@ def _schedule(st: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agedistill_core.students.ship", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m agedistill_core.inference.ship", description=__doc__.split("\n\n")[0])
     p.add_argument("--profile", required=True)
     p.add_argument("--params")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--report", required=True, help="JSON from `python -m agedistill_core.students.report --json`")
+    p.add_argument("--report", required=True, help="JSON from `python -m agedistill_core.evaluate.report --json`")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     try:
