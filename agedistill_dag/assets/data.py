@@ -3,7 +3,7 @@ import dagster as dg
 
 from agedistill_core.faces.crops import crop_shard
 from agedistill_core.datasets import build_manifest
-from agedistill_core.pipeline import manifest_shards
+from agedistill_core.stages import manifest_shards
 from agedistill_dag.profile import Profile, data_version
 from agedistill_dag.resources import AgedistillConfig
 

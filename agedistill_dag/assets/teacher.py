@@ -4,7 +4,7 @@ import json
 import dagster as dg
 
 from agedistill_core.teacher.label import label_shard
-from agedistill_core.pipeline import run_vmage
+from agedistill_core.stages import run_vmage
 from agedistill_dag.profile import Profile, data_version, image_md
 from agedistill_dag.resources import AgedistillConfig
 

@@ -43,7 +43,7 @@ def corpus(tmp_path_factory):
     """A 96-face, 4-source corpus through manifest -> crops -> labels -> label table."""
     if not all(p.is_dir() for p in (UTKFACE, REST, LFW, CELEBA)):
         pytest.skip(f"needs ../shared/data/utkface/crop_part1, utkface/rest, lfw and celeba_crops under {SHARED_DATA}")
-    from agedistill_core import pipeline
+    from agedistill_core import stages
     from agedistill_core.datasets import build_manifest
 
     root = tmp_path_factory.mktemp("corpus")
@@ -52,9 +52,9 @@ def corpus(tmp_path_factory):
                                                               sources=["utkface"])})
     settings = load_settings("corpus", params)
     build_manifest(settings)
-    pipeline.run_crops(settings)
-    pipeline.run_labels(settings)
-    pipeline.run_vmage(settings)
+    stages.run_crops(settings)
+    stages.run_labels(settings)
+    stages.run_vmage(settings)
     return params
 
 

@@ -101,3 +101,23 @@ def test_readme_shows_the_stage_table():
     begin, end = readme.index("<!-- stage-table"), readme.index("<!-- /stage-table -->")
     shown = readme[begin:end].split("\n", 1)[1].strip()
     assert shown == stages_markdown(), "README's stage table is stale: paste agedistill_core.pipeline.stages_markdown()"
+
+
+def test_every_stage_names_functions_that_exist():
+    """``Stage.function`` and ``Stage.version`` are names, imported when used: each resolves."""
+    from agedistill_core.pipeline import resolve
+
+    for st in STAGES:
+        assert callable(resolve(st.function)) and callable(resolve(st.version)), st.name
+
+
+def test_the_table_imports_no_stage():
+    """Importing the stage table loads no stage's module (they are named, not imported)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, agedistill_core.pipeline; "
+            "print([m for m in sys.modules if m.startswith('agedistill_core.') and m.split('.')[1] in "
+            "('stages', 'faces', 'teacher', 'students', 'corruptions', 'evaluate', 'inference', 'datasets')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -30,16 +30,16 @@ def tiny(tmp_path, faces_dir):
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory, faces_dir) -> Path:
     """The workdir of one uninterrupted run (manifest crops label vmage lfwc) of the tiny profile."""
-    from agedistill_core import pipeline
+    from agedistill_core import stages
     from agedistill_core.datasets import build_manifest
 
     folder = tmp_path_factory.mktemp("reference")
     settings = load(make_params(folder, folder / "work", faces_dir))
     build_manifest(settings)
-    pipeline.run_crops(settings)
-    pipeline.run_labels(settings)
-    pipeline.run_vmage(settings)
-    pipeline.run_lfwc(settings)
+    stages.run_crops(settings)
+    stages.run_labels(settings)
+    stages.run_vmage(settings)
+    stages.run_lfwc(settings)
     return settings.workdir
 
 

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from agedistill_core import pipeline
+from agedistill_core import stages
 from agedistill_core.datasets import build_manifest
 from agedistill_core.datasets.base import CONTENT_COLUMNS
 from agedistill_core.dvcyaml import render
@@ -65,7 +65,7 @@ def _replace(target: Path, source: Path) -> None:
 
 
 def _stages(s) -> tuple[list, list]:
-    shards = pipeline.manifest_shards(s)
+    shards = stages.manifest_shards(s)
     return [crop_shard(s, sid) for sid in shards], [label_shard(s, sid) for sid in shards]
 
 
@@ -102,7 +102,7 @@ def test_replaced_image_is_cropped_and_labelled_again_in_its_shard_only(tmp_path
     others = [i for i in now if now[i]["shard"] == sid and i != victim]
     assert others and all(_row(shard_path(s.crops_dir, sid), i)["jpeg"] is not None for i in others)
     # and the label table takes the new label
-    pipeline.run_vmage(s)
+    stages.run_vmage(s)
     vm = {r["image_id"]: r for r in read_table(s.vmage_path, ["image_id", "teacher_age"]).to_pylist()}
     assert vm[victim]["teacher_age"] == pytest.approx(new_label["age"], abs=1e-4)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from agedistill_core import pipeline
+from agedistill_core import stages
 from agedistill_core.faces.crops import MIN_FACE, crop_shard, min_face
 from agedistill_core.labeltable import USABLE
 from agedistill_core.datasets import build_manifest
@@ -144,13 +144,13 @@ def test_duplicates_follow_their_first_copy_and_only_usable_faces_are_labelled(t
     [note] = [n for n in manifest_notes(s) if "byte-identical" in n]
     assert f"utkface/{copy} = {first_id}" in note and "delete the copies" in note
 
-    pipeline.run_crops(s)
+    stages.run_crops(s)
     rows = _crops(s)
     assert rows[f"utkface/{copy}"]["status"] == "duplicate" and rows[f"utkface/{copy}"]["jpeg"] is None
     assert first_id in rows[f"utkface/{copy}"]["reason"]
     assert rows["utkface/30_0_0_one.png"]["status"] == "too_small"
-    pipeline.run_labels(s)
-    pipeline.run_vmage(s)                                  # strict: its checks pass
+    stages.run_labels(s)
+    stages.run_vmage(s)                                  # strict: its checks pass
     vmage = read_table(s.vmage_path, ["image_id", "split"]).to_pylist()
     assert sorted(r["image_id"] for r in vmage) == sorted(f"utkface/{f.name}" for f in faces)
     checks = check_vmage(read_table(s.vmage_path), manifest_crops(s))
@@ -161,7 +161,7 @@ def test_first_copy_is_sticky_and_deleting_it_relabels_the_copy(tmp_path, tiny):
     root, faces = _folder(tmp_path, 3)
     _, s = tiny("sticky", root=root)
     build_manifest(s)
-    pipeline.run_crops(s)
+    stages.run_crops(s)
     before = _manifest(s)
     old = f"utkface/{faces[1].name}"
     # a copy whose name sorts first, added later: the labelled image stays the original

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from agedistill_core import pipeline
+from agedistill_core import stages
 from agedistill_core.datasets import build_manifest
 from agedistill_core.images import encode_jpeg
 from agedistill_core.teacher.label import LABELS_SCHEMA, label_shard, labels_table
@@ -42,19 +42,19 @@ def test_shard_with_no_usable_face_gets_an_empty_label_shard(tiny, tmp_path, kin
     for f in real_faces(2, offset=1):
         shutil.copy(f, root / f"zzz_{f.name}")
     build_manifest(s)                                     # shard-00002: two more faces
-    assert pipeline.manifest_shards(s) == ["shard-00000", "shard-00001", "shard-00002"]
+    assert stages.manifest_shards(s) == ["shard-00000", "shard-00001", "shard-00002"]
 
-    pipeline.run_crops(s)
+    stages.run_crops(s)
     status = "no_face" if kind == "landscape_photo" else "unreadable"
     assert read_table(shard_path(s.crops_dir, "shard-00001"), ["status"])["status"].to_pylist() == [status]
-    results = pipeline.run_labels(s)
+    results = stages.run_labels(s)
 
     assert [r.rows for r in results] == [5, 0, 2]         # the shard after the empty one is labelled too
     empty = read_table(shard_path(s.labels_dir, "shard-00001"))
     assert empty.num_rows == 0 and empty.schema.remove_metadata() == LABELS_SCHEMA
     assert label_shard(s, "shard-00001").skipped          # and a rerun counts it as done
     assert label_shard(s, "shard-00001", force=True).rows == 0  # as the Dagster asset calls it
-    summary = pipeline.run_vmage(s)            # strict: raises if a check fails
+    summary = stages.run_vmage(s)            # strict: raises if a check fails
     assert summary["faces"] == 7 and all(summary["checks"].values())
     assert summary["crop_status"].get(status) == 1 and sum(summary["crop_status"].values()) == 8
 
@@ -79,16 +79,16 @@ def test_students_data_and_lfwc_read_past_an_empty_shard(tiny, tmp_path):
     for f in real_faces(3, offset=2):
         shutil.copy(f, root / f"zzz_{f.name}")
     build_manifest(s)
-    pipeline.run_crops(s)
-    pipeline.run_labels(s)
-    pipeline.run_vmage(s)
+    stages.run_crops(s)
+    stages.run_labels(s)
+    stages.run_vmage(s)
     assert read_table(shard_path(s.labels_dir, "shard-00002")).num_rows == 0
     train, val = load_split(s, "train"), load_split(s, "val")
     assert len(train) + len(val) == 13 and len(set(train.image_id) | set(val.image_id)) == 13
     assert len(train) and len(val)
     summary = train_student(s, "mn3_small", progress=False)
     assert (summary["train_faces"], summary["val_faces"]) == (len(train), len(val))
-    results = pipeline.run_lfwc(s, ["jpeg"], [1])
+    results = stages.run_lfwc(s, ["jpeg"], [1])
     assert [r.rows for r in results] == [min(10, len(train))]  # max_faces of the profile
     parts = sorted((s.lfwc_dir / "jpeg-s1").glob("part-*.parquet"))
     statuses = {st for p in parts for st in read_table(p, ["status"])["status"].to_pylist()}

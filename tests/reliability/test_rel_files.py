@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from agedistill_core import pipeline
+from agedistill_core import stages
 from agedistill_core.cli import main as cli
 from agedistill_core.errors import DataError, UnreadableImage
 from agedistill_core.images import _truncated_jpeg, decode_image, encode_jpeg, read_image
@@ -147,7 +147,7 @@ def test_known_shard_option_runs_only_that_shard(copy_of_reference):
     params, s = copy_of_reference
     shard_path(s.labels_dir, "shard-00001").unlink()
     shard_path(s.labels_dir, "shard-00002").unlink()
-    results = pipeline.run_labels(s, ["shard-00002"])
+    results = stages.run_labels(s, ["shard-00002"])
     assert [r.path.name for r in results] == ["shard-00002.parquet"]
     assert list_shards(s.labels_dir) == ["shard-00000", "shard-00002", "shard-00003"]
 

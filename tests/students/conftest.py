@@ -43,7 +43,7 @@ def tiny_table(tmp_path_factory) -> Path:
     """The work folder of a labelled 60-face UTKFace set (manifest, crops, labels, vmage)."""
     if not UTKFACE.is_dir():
         pytest.skip(f"needs real faces in ../shared/data/utkface/crop_part1 ({UTKFACE} missing)")
-    from agedistill_core import pipeline
+    from agedistill_core import stages
     from agedistill_core.datasets import build_manifest
     from agedistill_core.settings import load_settings
 
@@ -51,9 +51,9 @@ def tiny_table(tmp_path_factory) -> Path:
     work = root / "work"
     settings = load_settings("tiny", write_tiny_params(root, work))
     build_manifest(settings)
-    pipeline.run_crops(settings)
-    pipeline.run_labels(settings)
-    pipeline.run_vmage(settings)
+    stages.run_crops(settings)
+    stages.run_labels(settings)
+    stages.run_vmage(settings)
     return work
 
 
