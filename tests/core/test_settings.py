@@ -8,7 +8,7 @@ from dataclasses import asdict
 import pytest
 import yaml
 
-from agedistill_core import settings as settings_mod
+from agedistill_core.settings import params as settings_mod  # load_settings reads params.yaml through it
 from agedistill_core.errors import ConfigError
 from agedistill_core.settings import SECTIONS, TOP_LEVEL, load_settings, param_sources
 from agedistill_testing import REPO, write_params
