@@ -1,11 +1,14 @@
 """``agedistill``: the command-line face of the core (used by dvc.yaml too).
 
-    agedistill [--profile P] [--params FILE] manifest|crops|label|vmage|lfwc|train|evaluate|all|dvc-yaml|export|predict
+    agedistill [--profile P] [--params FILE] manifest|crops|label|vmage|lfwc|train|evaluate|all|dvc-yaml|export|predict|report|ship|finetune
 
-The stage subcommands (manifest ... evaluate) come from ``agedistill_core.pipeline.STAGES``.
+The stage subcommands (manifest ... evaluate) come from ``agedistill_core.pipeline.STAGES``;
+``report`` (score checkpoints across profiles), ``ship`` (the shipped model and its card) and
+``finetune`` (the SPEC 5 protocols) run what their modules' ``command`` functions do.
 
-Errors a user can fix print as one line (``error: ...``) with exit code 2; so do argument
-errors (with the command to get help).  Messages and progress go through ``logging``
+Errors a user can fix print as one line (``error: ...``) with exit code 2, through one handler
+(``run_command``, which ``agedistill_dag``'s commands use too); so do argument errors (with the
+command to get help).  Messages and progress go through ``logging``
 (``agedistill.*``) to stderr; stdout carries results only.  Stage functions are imported
 when a stage runs, so ``--help`` and argument errors load none of the training stack.
 """
@@ -17,8 +20,34 @@ import logging
 import math
 import os
 import sys
+from typing import Callable
 
 from agedistill_core.errors import AgedistillError
+
+
+def run_command(body: Callable[[], int | None], *, interrupted: str | None = None,
+                stopped: str | None = None) -> int:
+    """Run a command's ``body`` under the one error handler of agedistill's commands; its exit code.
+
+    A user-fixable error (``AgedistillError``) prints ``error: <one line>`` on stderr: exit 2,
+    no traceback.  With ``interrupted``, Ctrl-C prints it: exit 130.  With ``stopped``, a
+    ``SystemExit(128 + signal)`` (what the cluster's SIGTERM/SIGHUP handlers raise, so that every
+    ``finally`` runs) prints ``stopped by signal N: <stopped>`` and is raised on.
+    """
+    try:
+        return body() or 0
+    except AgedistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        print(interrupted, file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        if stopped is not None and isinstance(exc.code, int) and exc.code > 128:
+            print(f"stopped by signal {exc.code - 128}: {stopped}", file=sys.stderr)
+        raise
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,54 +148,107 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--max-pixels", type=_count, default=None,
                     help="refuse (status too_large) an image declaring more pixels than this (default: "
                          "$AGEDISTILL_MAX_PIXELS or 50000000; 0: no cap)")
+    _commands(sub)
     return p
+
+
+def _profile_options(sp: argparse.ArgumentParser, *, many: bool = False, help: str = "") -> None:
+    """``--profile`` / ``--params`` after the subcommand too (``agedistill ship --profile corpus``), as the
+    commands took them before they were subcommands; they override the ones before it."""
+    sp.add_argument("--profile", dest="sub_profiles" if many else "sub_profile", action="append" if many else "store",
+                    help=help or "params.yaml profile (as --profile before the subcommand)")
+    sp.add_argument("--params", dest="sub_params", help="path to params.yaml (as --params before the subcommand)")
+
+
+FINETUNE_PROTOCOLS = ("adience", "appa_real", "fairface")   # the older form's data set layouts
+
+
+def _commands(sub) -> None:
+    """``report``, ``ship`` and ``finetune``: their arguments here (so that ``--help`` imports none of
+    their modules), their work in their modules' ``command(args)``."""
+    rp = sub.add_parser("report", help="score student checkpoints on one or more profiles' test splits "
+                                       "(Markdown on stdout; --json for ship)")
+    rp.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
+    _profile_options(rp, many=True, help="a profile to score on (repeatable; default: --profile before the "
+                                         "subcommand, else the default profile)")
+    rp.add_argument("--json", help="also write the rows here (what `agedistill ship --report` reads)")
+    sp = sub.add_parser("ship", help="ship a student: weights-only best.pt, model.onnx, model.json and MODEL_CARD.md")
+    _profile_options(sp, help="the profile the checkpoint was trained on (its teacher is timed beside it)")
+    sp.add_argument("--checkpoint", required=True, help="the student checkpoint to ship (best.pt)")
+    sp.add_argument("--report", required=True, help="JSON from `agedistill report --json` for this checkpoint")
+    sp.add_argument("--out", required=True, help="the folder to write (e.g. models/mn3_small_distilled)")
+    fp = sub.add_parser("finetune", help="fine-tune a distilled student on a SPEC 5 protocol (a profile's recipe); "
+                                         "JSON on stdout")
+    fp.add_argument("protocol", nargs="?", choices=FINETUNE_PROTOCOLS,
+                    help="older form: the data set's layout (with --root and --checkpoint)")
+    _profile_options(fp, help="a profile of params.yaml (its data set and students recipe)")
+    fp.add_argument("--root", help="older form: the data set folder")
+    fp.add_argument("--checkpoint", help="the distilled student to start from (students.init_from)")
+    fp.add_argument("--json", help="also write the result here")
+    fp.add_argument("--no-teacher", action="store_true", help="do not score the teacher (group protocol)")
+    for f in ("epochs", "folds", "seed", "threads", "batch_size", "lr_step_epochs"):
+        fp.add_argument(f"--{f.replace('_', '-')}", type=int)
+    for f in ("lr", "lr_factor", "momentum"):
+        fp.add_argument(f"--{f.replace('_', '-')}", type=float)
+    fp.add_argument("--loss", choices=("groups", "ordinal", "paper", "l1", "distribution"))
+    fp.add_argument("--no-augment", action="store_true")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
-    try:
-        from agedistill_core.settings import load_settings
+    if getattr(args, "sub_params", None):
+        args.params = args.sub_params
+    if getattr(args, "sub_profile", None):
+        args.profile = args.sub_profile
+    return run_command(lambda: _run(args))
 
-        overrides = {"dataset": {"root": args.data_root}} if args.data_root else None
-        if args.command == "predict":  # the profile only when needed (--teacher, a model without framing)
-            try:
-                return _predict(args, lambda: load_settings(args.profile, args.params, overrides))
-            except BrokenPipeError:
-                # the reader went away (`agedistill predict DIR | head -1`): stop quietly
-                _silence_stdout()
-                return 0
-            except KeyboardInterrupt:
-                print("predict: interrupted", file=sys.stderr)
-                return 130
-        if args.command == "dvc-yaml" and not args.profile:  # dvc.yaml is made for params.yaml's dvc.profile
-            from agedistill_core.dvcyaml import dvc_profile
-            args.profile = dvc_profile(args.params)
-        settings = load_settings(args.profile, args.params, overrides)
-        from agedistill_core import pipeline
 
-        if args.command in pipeline.STAGE:
-            st = pipeline.STAGE[args.command]
-            result = st.run(settings, **{o.dest: getattr(args, o.dest) for o in st.options})
-            if args.command == "vmage":
-                print(json.dumps(result, indent=2))
-            elif args.command == "train":
-                for r in result:
-                    print(json.dumps(r))
-            elif args.command == "evaluate":
-                print(result)
-        elif args.command == "all":
-            print(pipeline.run_all(settings))
-            logging.getLogger("agedistill.cli").info(f"results: {settings.workdir}")
-        elif args.command == "dvc-yaml":
-            from agedistill_core.dvcyaml import write_dvc_yaml
-            return write_dvc_yaml(settings, out=args.out, check=args.check)
-        elif args.command == "export":
-            from agedistill_core.inference.export import export_checkpoint
-            print(export_checkpoint(args.checkpoint, args.out, arch=args.arch))
-    except AgedistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _run(args: argparse.Namespace) -> int:
+    from agedistill_core.settings import load_settings
+
+    overrides = {"dataset": {"root": args.data_root}} if args.data_root else None
+    if args.command == "predict":  # the profile only when needed (--teacher, a model without framing)
+        try:
+            return _predict(args, lambda: load_settings(args.profile, args.params, overrides))
+        except BrokenPipeError:
+            # the reader went away (`agedistill predict DIR | head -1`): stop quietly
+            _silence_stdout()
+            return 0
+        except KeyboardInterrupt:
+            print("predict: interrupted", file=sys.stderr)
+            return 130
+    if args.command in ("report", "ship", "finetune"):
+        module = {"report": "agedistill_core.evaluate.report", "ship": "agedistill_core.inference.ship",
+                  "finetune": "agedistill_core.evaluate.finetune"}[args.command]
+        import importlib
+
+        return importlib.import_module(module).command(args)
+    if args.command == "dvc-yaml" and not args.profile:  # dvc.yaml is made for params.yaml's dvc.profile
+        from agedistill_core.dvcyaml import dvc_profile
+        args.profile = dvc_profile(args.params)
+    settings = load_settings(args.profile, args.params, overrides)
+    from agedistill_core import pipeline
+
+    if args.command in pipeline.STAGE:
+        st = pipeline.STAGE[args.command]
+        result = st.run(settings, **{o.dest: getattr(args, o.dest) for o in st.options})
+        if args.command == "vmage":
+            print(json.dumps(result, indent=2))
+        elif args.command == "train":
+            for r in result:
+                print(json.dumps(r))
+        elif args.command == "evaluate":
+            print(result)
+    elif args.command == "all":
+        print(pipeline.run_all(settings))
+        logging.getLogger("agedistill.cli").info(f"results: {settings.workdir}")
+    elif args.command == "dvc-yaml":
+        from agedistill_core.dvcyaml import write_dvc_yaml
+        return write_dvc_yaml(settings, out=args.out, check=args.check)
+    elif args.command == "export":
+        from agedistill_core.inference.export import export_checkpoint
+        print(export_checkpoint(args.checkpoint, args.out, arch=args.arch))
     return 0
 
 

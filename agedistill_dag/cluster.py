@@ -47,7 +47,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from agedistill_core.errors import AgedistillError, ConfigError
+from agedistill_core.errors import ConfigError
 from agedistill_dag.profile import GPU_QUEUE
 from agedistill_dag.supervise import signals_deferred
 
@@ -376,40 +376,38 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     install_exit_handlers()
     quiet_instance_home(home)
-    from agedistill_core.cli import setup_logging
+    from agedistill_core.cli import run_command, setup_logging
     setup_logging(name="agedistill.dag")   # the stages' lines reach the runs' logs through python_logs
     start = time.perf_counter()
-    try:
+    out: dict = {}
+
+    def body() -> None:
         with Cluster(Path(home), logdir=Path(args.logdir) if args.logdir else None) as cluster:
             print(f"redis-server on 127.0.0.1:{cluster.port} (password set); workers "
                   f"{', '.join(cluster.worker_names())} ready (logs in {cluster.logdir}); process ids: "
                   + " ".join(f"{name}={pid}" for name, pid in cluster.pids().items()), flush=True)
             done = materialize_all(args.profile, args.params, jobs=args.jobs or len(cluster.workers),
                                    executor="celery", run_config=cluster.run_config(), in_pool=True)
-            ran = steps_by_worker(done.instance, done.run_ids)
-            settings = Profile.load(args.profile, args.params).settings
-    except AgedistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: unfinished runs marked canceled; every Redis and worker process stopped",
-              file=sys.stderr)
-        return 130
-    except SystemExit as exc:
-        if isinstance(exc.code, int) and exc.code > 128:
-            print(f"stopped by signal {exc.code - 128}: unfinished runs marked canceled; every Redis and "
-                  "worker process stopped", file=sys.stderr)
-        raise
-    print(f"\n{len(done.runs)} runs, {sum(len(v) for v in ran.values())} steps on Celery workers, "
+            out.update(runs=len(done.runs), workers=len(cluster.workers),
+                       ran=steps_by_worker(done.instance, done.run_ids),
+                       settings=Profile.load(args.profile, args.params).settings)
+
+    rc = run_command(body, interrupted="interrupted: unfinished runs marked canceled; every Redis and worker "
+                                       "process stopped",
+                     stopped="unfinished runs marked canceled; every Redis and worker process stopped")
+    if rc:
+        return rc
+    ran, workers = out["ran"], out["workers"]
+    print(f"\n{out['runs']} runs, {sum(len(v) for v in ran.values())} steps on Celery workers, "
           f"{time.perf_counter() - start:.0f} s:")
     for worker, steps in sorted(ran.items()):
         print(f"  {worker}: {len(steps)} steps, e.g. {', '.join(sorted(set(steps))[:3])}")
     gpu_steps = [w for w, steps in ran.items() for s in steps if "student_checkpoints" in s]
     if gpu_steps:
         print(f"  student training (queue {GPU_QUEUE!r}) ran on: {', '.join(sorted(set(gpu_steps)))}")
-    print(f"results in {settings.workdir}; every Redis and worker process stopped")
-    if len(ran) < len(cluster.workers):
-        print(f"error: only {len(ran)} of {len(cluster.workers)} workers ran steps", file=sys.stderr)
+    print(f"results in {out['settings'].workdir}; every Redis and worker process stopped")
+    if len(ran) < workers:
+        print(f"error: only {len(ran)} of {workers} workers ran steps", file=sys.stderr)
         return 1
     return 0
 

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 
-from agedistill_core.cli import setup_logging
+from agedistill_core.cli import run_command, setup_logging
 from agedistill_core.errors import AgedistillError, ConfigError
 from agedistill_core.pipeline import STAGES, stage_keys
 from agedistill_core.settings import find_params
@@ -390,24 +390,24 @@ def main(argv: list[str] | None = None) -> int:
     # logger (the instance captures the ``agedistill`` loggers), once
     setup_logging(name="agedistill.dag")
     start = time.perf_counter()
-    try:
-        materialize_all(args.profile, args.params, jobs=args.jobs, executor=args.executor, run_config=run_config)
-        settings = Profile.load(args.profile, args.params).settings
-    except AgedistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: unfinished runs marked canceled; every finished stage is kept", file=sys.stderr)
-        return 130
-    except SystemExit as exc:
-        if isinstance(exc.code, int) and exc.code > 128:
-            print(f"stopped by signal {exc.code - 128}: unfinished runs marked canceled; every finished stage "
-                  "is kept", file=sys.stderr)
-        raise
-    except BrokenProcessPool:
-        print("error: a run's process died (killed, or out of memory); its unfinished runs are marked canceled "
-              "and every finished partition is kept: run the same command again to finish", file=sys.stderr)
-        return 2
+    out: dict = {}
+
+    def body() -> int:
+        try:
+            materialize_all(args.profile, args.params, jobs=args.jobs, executor=args.executor, run_config=run_config)
+        except BrokenProcessPool:
+            print("error: a run's process died (killed, or out of memory); its unfinished runs are marked "
+                  "canceled and every finished partition is kept: run the same command again to finish",
+                  file=sys.stderr)
+            return 2
+        out["settings"] = Profile.load(args.profile, args.params).settings
+        return 0
+
+    rc = run_command(body, interrupted="interrupted: unfinished runs marked canceled; every finished stage is kept",
+                     stopped="unfinished runs marked canceled; every finished stage is kept")
+    if rc:
+        return rc
+    settings = out["settings"]
     bench = settings.benchmarks_dir / "benchmark.md"
     if bench.is_file():
         print(bench.read_text())

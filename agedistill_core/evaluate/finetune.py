@@ -25,8 +25,8 @@ them.  Each fold is a run folder ``<workdir>/students/<run>/fold<k>/`` (best.pt,
 metrics.csv/png); ``result.json`` beside them holds the table.  The models fine-tuned here are
 never the shipped default.
 
-    python -m agedistill_core.evaluate.finetune --profile fairface_groups [--json out.json]
-    python -m agedistill_core.evaluate.finetune fairface --root ../shared/data/fairface \\
+    agedistill finetune --profile fairface_groups [--json out.json]
+    agedistill finetune fairface --root ../shared/data/fairface \\
         --checkpoint models/mn3_small_distilled/best.pt [--loss ordinal] [--epochs 35]
 """
 from __future__ import annotations
@@ -35,7 +35,6 @@ import argparse
 import json
 import logging
 import math
-import sys
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -43,7 +42,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from agedistill_core.errors import AgedistillError, ConfigError, DataError
+from agedistill_core.errors import ConfigError, DataError
 from agedistill_core.ages import ADIENCE_GROUPS, FAIRFACE_GROUPS, adience_edges, age_to_group
 from agedistill_core.metrics import epsilon_error, group_accuracy, mae
 from agedistill_core.settings import FaceSettings, Settings, load_settings
@@ -331,10 +330,7 @@ def finetune(settings: Settings, *, teacher: bool = True,
                       f"{settings.students.loss} on {settings.dataset.name}")
 
 
-# --- command line -------------------------------------------------------------------------
-
-PROTOCOLS = ("adience", "appa_real", "fairface")
-
+# --- command line (`agedistill finetune`, arguments in agedistill_core.cli) -----------------------
 
 def legacy_overrides(protocol: str, root: str, checkpoint: str, a: argparse.Namespace) -> dict:
     """Settings overrides of the older form ``finetune PROTOCOL --root R --checkpoint C``."""
@@ -348,48 +344,28 @@ def legacy_overrides(protocol: str, root: str, checkpoint: str, a: argparse.Name
             "workdir": str(Path("data") / f"finetune_{protocol}"), "students": students}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agedistill_core.evaluate.finetune",
-                                description="Fine-tune a distilled student on a SPEC 5 protocol (a profile's recipe).")
-    p.add_argument("protocol", nargs="?", choices=PROTOCOLS,
-                   help="older form: the data set's layout (with --root and --checkpoint)")
-    p.add_argument("--profile", help="a profile of params.yaml (its data set and students recipe)")
-    p.add_argument("--params")
-    p.add_argument("--root", help="older form: the data set folder")
-    p.add_argument("--checkpoint", help="the distilled student to start from (students.init_from)")
-    p.add_argument("--json", help="also write the result here")
-    p.add_argument("--no-teacher", action="store_true", help="do not score the teacher (group protocol)")
-    for f in ("epochs", "folds", "seed", "threads", "batch_size", "lr_step_epochs"):
-        p.add_argument(f"--{f.replace('_', '-')}", type=int)
-    for f in ("lr", "lr_factor", "momentum"):
-        p.add_argument(f"--{f.replace('_', '-')}", type=float)
-    p.add_argument("--loss", choices=("groups", "ordinal", "paper", "l1", "distribution"))
-    p.add_argument("--no-augment", action="store_true")
-    a = p.parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        if a.protocol:
-            if not (a.root and a.checkpoint):
-                raise ConfigError(f"finetune {a.protocol} needs --root and --checkpoint (or use --profile)")
-            over = legacy_overrides(a.protocol, a.root, a.checkpoint, a)
-        elif a.profile:
-            over = {"students": {"loss": a.loss}} if a.loss else {}
-            if a.checkpoint:  # students.init_from
-                over.setdefault("students", {}).update(init_from=str(Path(a.checkpoint).resolve()),
-                                                       init_checkpoint=None)
-        else:
-            raise ConfigError("give --profile P (a profile with students.init_from), or PROTOCOL --root --checkpoint")
-        st = over.setdefault("students", {})
-        st.update({k: getattr(a, k) for k in ("epochs", "folds", "seed", "threads", "batch_size", "lr_step_epochs",
-                                              "lr", "lr_factor", "momentum") if getattr(a, k) is not None})
-        if a.no_augment:
-            st["augment"] = False
-        settings = load_settings(a.profile, a.params, over)
-        result = finetune(settings, teacher=not a.no_teacher)
-    except AgedistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def command(a: argparse.Namespace) -> int:
+    """``agedistill finetune``: the profile (``--profile``, with the options as overrides of its
+    ``students``), or the older form ``finetune PROTOCOL --root R --checkpoint C``; the result as
+    JSON on stdout (and in ``--json``)."""
+    if a.protocol:
+        if not (a.root and a.checkpoint):
+            raise ConfigError(f"finetune {a.protocol} needs --root and --checkpoint (or use --profile)")
+        over = legacy_overrides(a.protocol, a.root, a.checkpoint, a)
+    elif a.profile:
+        over = {"students": {"loss": a.loss}} if a.loss else {}
+        if a.checkpoint:  # students.init_from
+            over.setdefault("students", {}).update(init_from=str(Path(a.checkpoint).resolve()),
+                                                   init_checkpoint=None)
+    else:
+        raise ConfigError("give --profile P (a profile with students.init_from), or PROTOCOL --root --checkpoint")
+    st = over.setdefault("students", {})
+    st.update({k: getattr(a, k) for k in ("epochs", "folds", "seed", "threads", "batch_size", "lr_step_epochs",
+                                          "lr", "lr_factor", "momentum") if getattr(a, k) is not None})
+    if a.no_augment:
+        st["augment"] = False
+    settings = load_settings(a.profile, a.params, over)
+    result = finetune(settings, teacher=not a.no_teacher)
     text = json.dumps(result, indent=2, default=_json_default)
     if a.json:
         atomic_write_text(Path(a.json), text)
@@ -399,7 +375,3 @@ def main(argv: list[str] | None = None) -> int:
 
 def _json_default(v):
     return None if isinstance(v, float) and math.isnan(v) else str(v)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

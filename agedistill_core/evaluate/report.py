@@ -1,6 +1,6 @@
 """Score student checkpoints on the test split of one or more profiles' label tables.
 
-    python -m agedistill_core.evaluate.report --profile utkface --profile fairface \\
+    agedistill report --profile utkface --profile fairface \\
         data/utkface/students/mn3_small-short/best.pt data/utkface/students/mn3_small-gt-short/best.pt
 
 For each profile (its label table must exist: ``agedistill --profile P manifest
@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from agedistill_core.errors import AgedistillError
 from agedistill_core.evaluate.benchmark import BREAKDOWN_COLUMNS, markdown_table, score_checkpoints
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
@@ -27,10 +25,11 @@ COLUMNS = ["profile", "model", "checkpoint", "test_faces", "mae_to_ground_truth"
            "group_top1", "group_1off"]
 
 
-def score(profile: str, checkpoints: list[str], params: str | None = None,
+def score(profile: str | None, checkpoints: list[str], params: str | None = None,
           details: list[dict] | None = None) -> list[dict]:
-    """Rows for one profile; ``details`` receives its per-source, per-age-band rows."""
+    """Rows for one profile (None: the default one); ``details`` receives its per-source, per-age-band rows."""
     settings = load_settings(profile, params)
+    profile = settings.profile
     mine: list[dict] = []
     rows = [{"profile": profile, **row} for row in score_checkpoints(settings, checkpoints, quiet=True,
                                                                       details=mine)]
@@ -39,19 +38,12 @@ def score(profile: str, checkpoints: list[str], params: str | None = None,
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agedistill_core.evaluate.report", description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--profile", action="append", required=True)
-    p.add_argument("--params")
-    p.add_argument("--json")
-    a = p.parse_args(argv)
-    try:
-        details: list[dict] = []
-        rows = [r for prof in a.profile for r in score(prof, a.checkpoints, a.params, details)]
-    except AgedistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def command(a: argparse.Namespace) -> int:
+    """``agedistill report``: the table on stdout (and the per-source, per-band rows where there is
+    ground truth); ``--json`` also writes both for ``agedistill ship``."""
+    details: list[dict] = []
+    profiles = a.sub_profiles or [a.profile]   # None: the default profile
+    rows = [r for prof in profiles for r in score(prof, a.checkpoints, a.params, details)]
     if a.json:
         clean = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in rows]
         clean_d = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
@@ -62,7 +54,3 @@ def main(argv: list[str] | None = None) -> int:
     if with_gt:
         print(markdown_table(with_gt, ["profile", *BREAKDOWN_COLUMNS]))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

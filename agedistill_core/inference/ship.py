@@ -1,10 +1,10 @@
 """Ship a trained student: weights-only checkpoint, ONNX, and a model card with its numbers.
 
-    python -m agedistill_core.inference.ship --profile corpus \\
+    agedistill ship --profile corpus \\
         --checkpoint data/corpus/students/mn3_small/best.pt --report results/report.json \\
         --out models/mn3_small_distilled
 
-``--report`` is the JSON that ``python -m agedistill_core.evaluate.report --json``
+``--report`` is the JSON that ``agedistill report --json``
 wrote for this checkpoint (its rows: MAE per evaluation set and age band,
 FairFace groups).  Speed is measured here, in one run: the student on
 onnxruntime against the profile's teacher (its whole labelling path), per face
@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agedistill_core.errors import AgedistillError
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.engine import total_epochs
@@ -173,22 +172,7 @@ def _schedule(st: dict) -> str:
     return f"x{st.get('lr_gamma')} every {st.get('lr_step_epochs')} epochs"
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m agedistill_core.inference.ship", description=__doc__.split("\n\n")[0])
-    p.add_argument("--profile", required=True)
-    p.add_argument("--params")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--report", required=True, help="JSON from `python -m agedistill_core.evaluate.report --json`")
-    p.add_argument("--out", required=True)
-    a = p.parse_args(argv)
-    try:
-        path = ship(a.profile, a.checkpoint, a.report, a.out, a.params)
-    except AgedistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"shipped: {path}")
+def command(a: argparse.Namespace) -> int:
+    """``agedistill ship``: writes the folder, prints where."""
+    print(f"shipped: {ship(a.profile, a.checkpoint, a.report, a.out, a.params)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -181,7 +181,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     if cfg.loss in GROUP_LOSSES:
         raise ConfigError(f"{settings.profile}: students.loss {cfg.loss} is a group head: it needs age groups, "
                           f"which the label table has not; run it with "
-                          f"`python -m agedistill_core.evaluate.finetune --profile {settings.profile}`")
+                          f"`agedistill finetune --profile {settings.profile}`")
     dist_info = init_distributed()
     out = run_dir(settings, arch)
     if cfg.threads > 0:  # on a busy machine 1 thread can beat oversubscribed spinning ones

@@ -35,3 +35,46 @@ def test_data_root_override(tmp_path):
     r = run_cli("--params", str(p), "--profile", "x", "--data-root", str(tmp_path / "imgs"), "manifest")
     assert r.returncode == 0, r.stderr
     assert "manifest: 1 images" in r.stderr and r.stdout == ""  # messages on stderr, stdout for results
+
+
+def test_report_ship_and_finetune_are_subcommands():
+    r = run_cli("--help")
+    assert r.returncode == 0 and all(c in r.stdout for c in ("report", "ship", "finetune"))
+    r = run_cli("ship", "--checkpoint", "x.pt")
+    assert r.returncode == 2 and r.stderr.startswith("error: agedistill ship: ") and "--report" in r.stderr
+
+
+def test_help_is_fast():
+    """``agedistill --help`` imports no stage (the stage table names them; report, ship and
+    finetune import their modules when they run): the best of three runs stays well under 1.5 s."""
+    import time
+
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        assert run_cli("--help").returncode == 0
+        best = min(best, time.perf_counter() - t0)
+    assert best < 1.5, best
+
+
+def test_one_error_handler(capsys):
+    import pytest
+
+    from agedistill_core.cli import run_command
+    from agedistill_core.errors import ConfigError
+
+    def fail(exc):
+        def body():
+            raise exc
+        return body
+
+    assert run_command(fail(ConfigError("x: bad; fix it"))) == 2
+    assert capsys.readouterr().err == "error: x: bad; fix it\n"
+    assert run_command(fail(KeyboardInterrupt()), interrupted="interrupted: nothing lost") == 130
+    assert capsys.readouterr().err == "interrupted: nothing lost\n"
+    with pytest.raises(KeyboardInterrupt):
+        run_command(fail(KeyboardInterrupt()))
+    with pytest.raises(SystemExit):
+        run_command(fail(SystemExit(128 + 15)), stopped="every worker stopped")
+    assert capsys.readouterr().err == "stopped by signal 15: every worker stopped\n"
+    assert run_command(lambda: None) == 0 and run_command(lambda: 3) == 3

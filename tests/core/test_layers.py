@@ -8,7 +8,7 @@ names in strings such as ``"agedistill_core.stages:run_crops"``; type-only impor
 * modules: every import runs downward or within a layer of ``LAYERS``;
 * no import cycles; the core never imports dagster.
 
-The module layers (README, "Layers"), bottom to top:
+The module layers (README, "Folders and layers"), bottom to top:
   0 foundation   errors, registry, progress (bars and throttled progress lines)
   1 io and base  images, shards; ages (groups and bands), metrics
   2 blocks       labeltable (the label table's reader), datasets, faces (detection, alignment,
@@ -206,3 +206,15 @@ def test_no_import_cycles():
         if m not in state:
             visit(m, [m])
     assert cycles == []
+
+
+def test_readme_lists_the_folders_in_order():
+    """README's "Folders and layers" table names the folders of ``FOLDERS``, in its order."""
+    import re
+
+    text = (CORE.parent / "README.md").read_text()
+    section = text[text.index("### Folders and layers"):]
+    section = section[:section.index("\n\n", section.index("| folder or module |"))]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    shown = [name.removesuffix(".py").removesuffix("/") for row in rows for name in re.findall(r"`([^`]+)`", row)]
+    assert shown == list(FOLDERS)

@@ -82,7 +82,8 @@ def test_help_and_argument_errors_import_no_stage():
             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "print(json.dumps([m for m in ('torch', 'timm', 'cv2', 'dlib', 'pyarrow', 'onnxruntime') "
             "if m in sys.modules]))")
-    for argv in (["--help"], ["predict", "--help"], ["predict", "x.jpg", "--nms-iou", "2"], ["crops", "--bogus"]):
+    for argv in (["--help"], ["predict", "--help"], ["predict", "x.jpg", "--nms-iou", "2"], ["crops", "--bogus"],
+                 ["report", "--help"], ["ship", "--help"], ["finetune", "--help"], ["finetune", "--epochs", "x"]):
         res = _run(code, *argv)
         assert json.loads(res.stdout.strip().splitlines()[-1]) == [], argv
 

@@ -14,7 +14,8 @@ import yaml
 from agedistill_core.errors import ConfigError, DataError
 from agedistill_core.settings import load_settings
 from agedistill_core.students.checkpoint import load_checkpoint
-from agedistill_core.evaluate.finetune import Finetune, finetune, main, stratified_folds
+from agedistill_core.cli import main as cli
+from agedistill_core.evaluate.finetune import Finetune, finetune, stratified_folds
 from agedistill_core.students.losses import GroupSoftmaxLoss, OrdinalLoss, make_loss
 from agedistill_core.students.train import run_dir, train_student
 from agedistill_testing import agedistill_messages
@@ -127,7 +128,7 @@ def test_adience_folder_runs_the_same_command_on_its_official_folds(distilled, a
     assert res["n_groups"] == 8 and res["official_folds"] and [f["fold"] for f in res["folds"]] == [0, 1, 2, 3, 4]
     assert all(f["train_faces"] == 16 and f["test_faces"] == 4 for f in res["folds"])
     assert res["top1"] == pytest.approx(np.mean([f["top1"] for f in res["folds"]]))
-    rc = main(["--profile", "ft", "--params", str(s.params_path), "--loss", "ordinal", "--no-teacher",
+    rc = cli(["finetune", "--profile", "ft", "--params", str(s.params_path), "--loss", "ordinal", "--no-teacher",
                "--json", str(tmp_path / "a.json")])
     assert rc == 0 and json.loads((tmp_path / "a.json").read_text())["head"] == "ordinal"
 
@@ -146,18 +147,18 @@ def test_older_command_line_and_one_line_errors(distilled, fairface_small, tmp_p
     params = tmp_path / "params.yaml"
     shutil.copy(__file__.rsplit("/tests/", 1)[0] + "/params.yaml", params)
     out = tmp_path / "ff.json"
-    rc = main(["fairface", "--root", str(fairface_small), "--checkpoint", str(distilled), "--params", str(params),
+    rc = cli(["finetune", "fairface", "--root", str(fairface_small), "--checkpoint", str(distilled), "--params", str(params),
                "--folds", "3", "--epochs", "1", "--batch-size", "8", "--threads", "1", "--no-teacher",
                "--json", str(out)])
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["n_groups"] == 9 and len(res["folds"]) == 3 and res["lr"] == pytest.approx(0.0005)
     capsys.readouterr()
-    assert main(["fairface", "--root", str(tmp_path / "nope"), "--checkpoint", str(distilled),
+    assert cli(["finetune", "fairface", "--root", str(tmp_path / "nope"), "--checkpoint", str(distilled),
                  "--params", str(params)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ground_truth.json" in err[0]
-    assert main(["--profile", "fairface", "--params", str(params), "--loss", "groups"]) == 2
+    assert cli(["finetune", "--profile", "fairface", "--params", str(params), "--loss", "groups"]) == 2
     assert "needs students.init_from" in capsys.readouterr().err
-    assert main(["--profile", "demo", "--params", str(params), "--loss", "groups"]) == 2
+    assert cli(["finetune", "--profile", "demo", "--params", str(params), "--loss", "groups"]) == 2
     assert "'demo' has no age groups" in capsys.readouterr().err
