@@ -107,3 +107,35 @@ class ProcessOutput:
         """All the output, once the process has closed it."""
         self._thread.join(timeout)
         return self.text
+
+
+class Stopped:
+    """What ``stopped_group`` collects: ``text`` (all of the output) and ``rest`` (the lines from the
+    interrupt on)."""
+
+    def __init__(self, proc, out: ProcessOutput):
+        self.proc, self.out, self.before, self.text, self.rest = proc, out, 0, "", ""
+
+    def interrupt(self, send: Callable[[], None], timeout: float = 180) -> None:
+        """Mark the output, ``send`` the signal (to the process or its group), wait for the exit."""
+        self.before = len(self.out.lines)
+        send()
+        self.proc.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def stopped_group(proc, out: ProcessOutput) -> Iterator[Stopped]:
+    """The shutdown of a test that interrupts a launcher started with ``start_new_session=True``:
+    on the way out its process group is SIGKILLed if the launcher still runs (so a failed wait
+    never leaves it behind), then its output is collected into the ``Stopped`` yielded."""
+    import os
+    import signal
+
+    stop = Stopped(proc, out)
+    try:
+        yield stop
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    stop.text = out.finish()
+    stop.rest = "".join(line for line in out.lines[stop.before:] if line is not None)

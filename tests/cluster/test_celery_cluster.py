@@ -23,7 +23,7 @@ from agedistill_core.shards import list_shards, read_shards
 from agedistill_dag.cluster import (BROKER_ENV, DEMO_WORKERS, Cluster, group_members, redis_server_binary,
                                     steps_by_worker)
 from agedistill_dag.materialize import main, materialize_all
-from agedistill_testing import ProcessOutput, write_params
+from agedistill_testing import ProcessOutput, stopped_group, write_params
 
 pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("cluster")]   # (--dist loadgroup: one worker)
 
@@ -210,7 +210,7 @@ def test_interrupt_at_any_moment_leaves_nothing(tmp_path, moment):
                              str(params), "--logdir", str(logs)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True, text=True)
     out, groups = ProcessOutput(proc), [proc.pid]
-    try:
+    with stopped_group(proc, out) as stop:
         ids = out.wait_for(lambda text: "process ids:" in text, 600)
         groups += [int(pid) for pid in re.findall(r"=(\d+)", ids.split("process ids:", 1)[1])]
         assert len(groups) == 4, out.text                         # the launcher, Redis, two workers
@@ -222,17 +222,8 @@ def test_interrupt_at_any_moment_leaves_nothing(tmp_path, moment):
         elif event == "last.pt":                                   # an epoch trained, more to go
             _wait_until(lambda: list((tmp_path / "work" / "students").rglob("last.pt")), 600,
                         "the first epoch's checkpoint")
-        before = len(out.lines)
-        if target == "group":
-            os.killpg(proc.pid, sig)
-        else:
-            os.kill(proc.pid, sig)
-        proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = out.finish()
-    rest = "".join(line for line in out.lines[before:] if line is not None)
+        stop.interrupt(lambda: os.killpg(proc.pid, sig) if target == "group" else os.kill(proc.pid, sig))
+    text, rest = stop.text, stop.rest
     # nothing left in any group the launcher started (its own: the pool processes and
     # multiprocessing's resource tracker, which exits when it sees its parent gone)
     for pgid in groups:

@@ -22,7 +22,7 @@ from dagster._utils.interrupts import capture_interrupts
 from agedistill_dag.cluster import _sigterm_as_exit, group_members
 from agedistill_dag.materialize import _SignalsDuringRun, quiet_instance_home
 from agedistill_dag.supervise import signals_deferred
-from agedistill_testing import ProcessOutput, write_params
+from agedistill_testing import ProcessOutput, stopped_group, write_params
 
 
 # (signals to this very process: only where tests run in the main thread, as pytest and xdist do)
@@ -110,20 +110,14 @@ def test_ctrl_c_during_training_in_process(tmp_path):
                              str(params), "--jobs", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True, text=True)
     out = ProcessOutput(proc)
-    try:
+    with stopped_group(proc, out) as stop:
         out.wait_for(lambda line: line.startswith("materialising tiny/student_checkpoints"), 900)
         deadline = time.monotonic() + 600
         while not list((tmp_path / "work" / "students").rglob("last.pt")):     # an epoch trained
             assert proc.poll() is None and time.monotonic() < deadline, out.text
             time.sleep(0.2)
-        before = len(out.lines)
-        os.killpg(proc.pid, signal.SIGINT)
-        proc.wait(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = out.finish()
-    rest = "".join(line for line in out.lines[before:] if line is not None)
+        stop.interrupt(lambda: os.killpg(proc.pid, signal.SIGINT))
+    text, rest = stop.text, stop.rest
     assert proc.returncode == 130, text
     assert rest.strip().splitlines()[-1].startswith("interrupted: unfinished runs marked canceled"), rest
     # (Dagster logs the interrupted step with its traceback, and its compute-log watchers in the
