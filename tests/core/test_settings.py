@@ -37,6 +37,7 @@ EXPECTED = {
     "corpus_warm112_s1": ("2753b2483f66", "data/corpus"),
     "corpus_warm96": ("d66eac5be6e0", "data/corpus"),
     "corpus_warm96_cont": ("04c1a886e327", "data/corpus"),
+    "corpus_warm96_cont_s1": ("774160ae1b85", "data/corpus"),
     "corpus_warm96_til": ("430fe7bd54a0", "data/corpus"),
     "demo": ("67581c7b99db", "data/demo"),
     "fairface": ("0e11ff220716", "data/fairface"),
