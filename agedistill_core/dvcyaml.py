@@ -88,6 +88,7 @@ def render(settings: Settings) -> str:
         lines.append(f"    cmd: agedistill --profile {settings.profile} {st.name}")
         deps = [f"{work}/{o.path}" for need in st.needs for o in STAGE[need].outs if o.kind == "out"]
         deps += list(st.code)
+        deps += [_rel(path, root) for path in st.extra_inputs(settings)]
         roots, written = _data_roots(settings, root) if st.data_roots else ([], [])
         deps += roots
         lines.append("    deps:")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from agedistill_core.settings import Settings
@@ -73,6 +74,12 @@ class Stage:
     options: tuple[Option, ...] = ()
     accelerated: bool = False         # worth a GPU: a scheduler sends it to GPU workers (Celery queue `gpu`)
     data_roots: bool = False          # reads the profile's data roots (dvc.yaml deps: each source's root)
+    inputs: str | None = None         # "module:function", inputs(settings) -> [Path]: files it reads that no
+                                      # stage writes (dvc.yaml deps), e.g. the shipped model the demo scores
+
+    def extra_inputs(self, settings: Settings) -> list[Path]:
+        """The files outside the stage table that the stage reads for ``settings`` (``inputs``)."""
+        return list(resolve(self.inputs)(settings)) if self.inputs else []
 
     def run(self, settings: Settings, **options: Any) -> Any:
         """Run the whole stage (its function imported now)."""
@@ -133,6 +140,7 @@ STAGES: tuple[Stage, ...] = (
           "agedistill_core.stages:run_evaluate", "agedistill_core.stages:evaluate_version",
           "write the benchmark tables (and robustness, where lfwc exists)",
           needs=("vmage", "lfwc", "train"), settings=("evaluate", "corruptions"),
+          inputs="agedistill_core.evaluate.benchmark:extra_checkpoints",
           code=("agedistill_core/evaluate", "agedistill_core/inference/student.py", "agedistill_core/metrics.py",
                 "agedistill_core/ages.py"),
           outs=(Output("benchmarks/benchmark.parquet"), Output("benchmarks/benchmark_by_source.parquet"),

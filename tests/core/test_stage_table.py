@@ -109,6 +109,23 @@ def test_every_stage_names_functions_that_exist():
 
     for st in STAGES:
         assert callable(resolve(st.function)) and callable(resolve(st.version)), st.name
+        assert st.inputs is None or callable(resolve(st.inputs)), st.name
+
+
+def test_the_demo_benchmark_depends_on_the_shipped_model_it_scores():
+    """The demo's benchmark scores the shipped model beside its own student, so dvc.yaml lists the
+    shipped checkpoint as a dependency of ``evaluate`` (a newly shipped model re-runs it); a profile
+    whose benchmark does not score it does not depend on it."""
+    from agedistill_core.dvcyaml import render
+    from agedistill_core.evaluate.benchmark import extra_checkpoints
+    from agedistill_core.inference.student import DEFAULT_CHECKPOINT
+    from agedistill_core.settings import load_settings
+
+    demo = load_settings("demo", REPO / "params.yaml")
+    assert extra_checkpoints(demo) == [DEFAULT_CHECKPOINT]
+    evaluate = render(demo).split("\n  evaluate:\n", 1)[1].split("\n\n", 1)[0]
+    assert "      - models/mn3_small_distilled/best.pt" in evaluate.splitlines()
+    assert extra_checkpoints(load_settings("utkface", REPO / "params.yaml")) == []
 
 
 def test_the_table_imports_no_stage():
