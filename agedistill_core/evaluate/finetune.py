@@ -203,17 +203,11 @@ def _teacher_ages(settings: Settings, jpegs: list[bytes]) -> np.ndarray:
     from agedistill_core.teacher.label import get_teacher
 
     teacher = get_teacher(settings)
-    size = max(teacher.input_sizes)
     ages = []
     for i in range(0, len(jpegs), 64):
-        crops = np.stack([_resize(decode_image(j), size) for j in jpegs[i:i + 64]])
+        crops = teacher.stack([decode_image(j) for j in jpegs[i:i + 64]])  # as the label stage
         ages.append(teacher.label(crops).age)
     return np.concatenate(ages)
-
-
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    from agedistill_core.images import resize
-    return img if img.shape[0] == size else resize(img, size)
 
 
 def finetune_groups(settings: Settings, *, teacher: bool = True,

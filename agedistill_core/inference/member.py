@@ -26,19 +26,25 @@ class TorchMember(Member):
       two-bin distribution on ages 0..100 (mass ``ceil(a) - a`` at
       ``floor(a)``, the rest at ``floor(a) + 1``): the narrowest vector whose
       expectation is exactly ``a``.  Its entropy says nothing about confidence.
-    * 101-output ``distribution`` checkpoints: the softmax of the outputs.
+    * softmax heads over ages (``distribution``: 101 outputs, ages 0..100; ``children``: 13,
+      ages 0..12): the softmax of the outputs, on the loss's ``bins``, which the ensemble
+      re-bins onto ages 0..100 (SPEC 3's children-specialist members are such checkpoints).
     """
 
     def __init__(self, name, student, threads: int = 0):
         from agedistill_core.students.augment import VGGFACE2_MEAN_RGB as mean
 
         n_out = int(student.config.get("n_outputs", 1))
-        super().__init__(name=name, input_size=int(student.input_size), bins=AGE_BINS_101,
+        bins = getattr(student.loss, "bins", None)  # a softmax head over ages says which
+        softmax = n_out > 1 and bins is not None and len(bins) == n_out
+        super().__init__(name=name, input_size=int(student.input_size),
+                         bins=np.asarray(bins, np.float64) if softmax else AGE_BINS_101,
                          mean=tuple(float(v) for v in mean), scale=1.0, color_order="RGB",
                          framing="as the student's training crops (square box + 0.2 margin)")
-        if n_out not in (1, 101):
-            raise ConfigError(f"teacher member {name}: checkpoint has {n_out} outputs; "
-                              f"a member needs 1 (regression) or 101 (distribution)")
+        if n_out != 1 and not softmax:
+            raise ConfigError(f"teacher member {name}: checkpoint has {n_out} outputs that are not ages "
+                              f"(loss {student.config.get('students', {}).get('loss')!r}); a member needs a "
+                              f"1-output regressor or a softmax over ages (loss distribution or children)")
         self.student, self.n_outputs, self.threads = student, n_out, int(threads)
 
     def resize(self, crops: np.ndarray) -> np.ndarray:
@@ -60,7 +66,7 @@ class TorchMember(Member):
             torch.set_num_threads(self.threads)
         with torch.inference_mode():
             out = self.student.model(torch.from_numpy(x))
-            if self.n_outputs == 101:
+            if self.n_outputs > 1:
                 return torch.softmax(out.float(), 1).numpy().astype(np.float64)
             ages = self.student.loss.ages(out).double().numpy()
         return narrow_distribution(ages)

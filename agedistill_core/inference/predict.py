@@ -39,7 +39,7 @@ import numpy as np
 from agedistill_core.errors import AgedistillError, CheckpointError, ConfigError, UnreadableImage
 from agedistill_core.faces import Detection, FaceCrop, extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
-from agedistill_core.images import encode_jpeg, max_pixels_default, read_image, resize
+from agedistill_core.images import encode_jpeg, max_pixels_default, read_image
 from agedistill_core.progress import Progress
 from agedistill_core.settings import FaceSettings
 from agedistill_core.shards import atomic_write_bytes
@@ -63,7 +63,7 @@ class TeacherEstimator:
         bs = batch_size or self.batch_size
         out = []
         for i in range(0, len(crops), bs):
-            batch = np.stack([resize(c, self.input_size) for c in crops[i:i + bs]])
+            batch = self.teacher.stack(list(crops[i:i + bs]))  # as the label stage (``Teacher.stack_size``)
             out.append(np.asarray(self.teacher.label(batch).age, np.float32))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 

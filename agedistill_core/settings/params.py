@@ -184,6 +184,7 @@ def load_settings(
                         **{key: getattr(m, key) for key in SECTIONS})
     _check_sources(settings, where)
     _check_unique(settings, where)
+    _check_children(settings, where)
     _check_workdir(settings, where)
     return settings
 
@@ -200,6 +201,20 @@ def _check_unique(s: Settings, where: _Where) -> None:
         if twice:
             raise where.error((section, key), f"lists {', '.join(map(repr, twice))} more than once; "
                                               f"name each {what} once")
+
+
+def _check_children(s: Settings, where: _Where) -> None:
+    """The ``children`` head has 13 outputs (ages 0..12): it learns real ages (a teacher's vector
+    has 101 bins) of children only (an older face's target would lie off its axis)."""
+    cfg = s.students
+    if cfg.loss != "children":
+        return
+    if cfg.label_source != "ground_truth":
+        raise where.error(("students", "label_source"), "must be ground_truth with loss children (its 13 bins "
+                                                        "cannot hold the teacher's 101); set label_source: ground_truth")
+    if cfg.max_age is None or cfg.max_age > 12:
+        raise where.error(("students", "max_age"), f"is {cfg.max_age}, but loss children covers ages 0..12 only; "
+                                                   f"set students.max_age: 12")
 
 
 def _inside(path: Path, folder: Path) -> bool:

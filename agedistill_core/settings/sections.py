@@ -123,6 +123,8 @@ class StudentSettings:
                                        #   stratified by group, where the data set has no official folds
     teacher_in_loop: StrictBool = False  # consistent teaching: the teacher (1 variant) labels each augmented view
     mixup: Annotated[Number, Field(ge=0, le=100)] = 0  # with teacher_in_loop: mixup between faces, Beta(a, a); 0 = off
+    max_age: Optional[Annotated[Number, Field(ge=0, le=100)]] = None  # train and validate only on faces whose
+                                       #   target age is <= this (children members: 12); None = every face
 
     @property
     def init_path(self) -> Optional[str]:

@@ -161,3 +161,31 @@ def restore_rng(ckpt: dict) -> None:
     cuda = rng.get("cuda")
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu().to(torch.uint8) for s in cuda])
+
+
+def save_half(src, dst) -> Path:
+    """A checkpoint's weights in float16, nothing to resume with: a teacher member kept in git.
+
+    Half the size of ``best.pt`` (mn3_small: 3 MB instead of 6); ``load_student`` loads it
+    into the float32 network (``load_state_dict`` casts), so inference runs as before with
+    weights rounded to 11 significant bits (the ages move by hundredths of a year).  A tensor
+    that float16 cannot hold (over 65504: mn3_small's first BatchNorm running variance) stays
+    float32.
+    """
+    ckpt = load_checkpoint(src)
+
+    def small(v):
+        if not (torch.is_tensor(v) and v.is_floating_point()):
+            return v
+        h = v.half()
+        return h if bool(torch.isfinite(h).all()) else v
+
+    half = {k: small(v) for k, v in ckpt["model"].items()}
+    slim = {**{k: ckpt[k] for k in ("format", "version", "epoch", "best_val", "config", "rng")},
+            "model": half, "optimizer": None, "scheduler": None,
+            "extra": {**(ckpt.get("extra") or {}), "weights": "float16", "source": Path(src).parent.name}}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        torch.save(slim, tmp)
+    return dst

@@ -24,6 +24,13 @@ Registered names (``make_loss(name, **kwargs)``):
                   without letting the mean term dominate.  Without teacher
                   probabilities (ground-truth baseline) ``p`` is a discretised
                   Gaussian around ``target_age`` with ``label_sigma`` = 2 years.
+``children``      the same loss on 13 outputs (ages 0..12): SPEC 3's children-specialist
+                  teacher members, trained on real ages 0..12 (``students.max_age: 12``);
+                  ``label_sigma`` 1 year, since 2 would spread a toddler's label over a
+                  sixth of the whole axis.
+
+Heads over ages expose ``bins`` (the age of each output), which a teacher member
+reports to the ensemble so that ``teacher.ensemble.rebin`` maps them onto ages 0..100.
 """
 from __future__ import annotations
 
@@ -118,6 +125,11 @@ class DistributionLoss:
 
     n_outputs = N_AGE_BINS
 
+    @property
+    def bins(self) -> np.ndarray:
+        """The age (years) of each output: 0..n_outputs-1."""
+        return np.arange(self.n_outputs, dtype=np.float64)
+
     def __init__(self, l1_weight: float = 0.1, label_sigma: float = 2.0):
         if not (math.isfinite(l1_weight) and l1_weight >= 0):
             raise ConfigError(f"distribution loss l1_weight must be >= 0, got {l1_weight!r}")
@@ -156,7 +168,26 @@ class DistributionLoss:
         return _weighted_mean(per, weight)
 
     def __repr__(self) -> str:
-        return f"DistributionLoss(l1_weight={self.l1_weight}, label_sigma={self.label_sigma})"
+        return f"{type(self).__name__}(l1_weight={self.l1_weight}, label_sigma={self.label_sigma})"
+
+
+CHILDREN_MAX_AGE = 12  # SPEC 3: the children members' 13 probabilities are ages 0..12
+
+
+@LOSSES.register("children")
+class ChildrenLoss(DistributionLoss):
+    """``distribution`` over ages 0..12 only: a children-specialist teacher member's head.
+
+    Trained on real ages (no teacher vectors over 0..100 fit 13 bins), so the target is a
+    discretised Gaussian (``label_sigma`` 1 year, renormalised inside 0..12) plus the L1
+    term on the expected age, which pulls back the ends (0 and 12), where a truncated
+    Gaussian and an unsure softmax both lean inwards (docs/teacher.md measures what is left:
+    +0.5 year on 1-year-olds)."""
+
+    n_outputs = CHILDREN_MAX_AGE + 1
+
+    def __init__(self, l1_weight: float = 0.1, label_sigma: float = 1.0):
+        super().__init__(l1_weight=l1_weight, label_sigma=label_sigma)
 
 
 def make_loss(name: str, **kwargs: Any):

@@ -72,6 +72,8 @@ def recipe_hash(settings: Settings) -> str:
     payload = {"students": {k: getattr(s, k) for k in RECIPE_KEYS}, "init": s.init_path,
                "init_sha1": _file_sha1(init_path(settings)),
                "data": {k: asdict(getattr(settings, k)) for k in ("dataset", "split", "faces")}}
+    if s.max_age is not None:  # only when set: the runs from before the field keep their folders
+        payload["max_age"] = s.max_age
     text = json.dumps(_jsonable(payload), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:6]
 
@@ -108,6 +110,8 @@ def _readable(settings: Settings, arch: str) -> list[str]:
         parts.append("+".join(s.sources))
     if s.max_train_faces is not None:
         parts.append(f"n{s.max_train_faces}")
+    if s.max_age is not None:
+        parts.append(f"le{s.max_age:g}")
     if s.init_path:
         parts.append("ft")
     if s.seed is not None:
@@ -138,6 +142,14 @@ def _subsample(faces: FaceSet, limit: int | None, seed: int) -> FaceSet:
         return faces
     idx = np.sort(np.random.default_rng([seed, 7]).permutation(len(faces))[:limit])
     return faces.subset(idx)
+
+
+def _age_filter(faces: FaceSet, max_age: float | None) -> FaceSet:
+    """Only the faces whose target age is known and <= ``max_age`` (None: all of them)."""
+    if max_age is None:
+        return faces
+    keep = np.flatnonzero(np.isfinite(faces.target_age) & (faces.target_age <= max_age))
+    return faces.subset(keep)
 
 
 def base_lr(settings: Settings, arch: str) -> float:
@@ -191,9 +203,12 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     quiet_opencv_threads()
 
     splits = load_splits(settings, ("train", "val"), cfg.label_source, cfg.sources)  # crop shards read once
-    train = _subsample(splits["train"], cfg.max_train_faces,
+    train = _subsample(_age_filter(splits["train"], cfg.max_age), cfg.max_train_faces,
                        settings.seed)  # the profile's seed: the same faces whatever the training seed
-    val = splits["val"]
+    val = _age_filter(splits["val"], cfg.max_age)
+    if not len(train) or not len(val):
+        raise ConfigError(f"{settings.profile}: no {'training' if not len(train) else 'validation'} face has a "
+                          f"target age <= students.max_age ({cfg.max_age}); raise max_age or check students.sources")
     loss_fn = make_loss(cfg.loss)
     loss_fn.uses_probs = train.target_probs is not None or cfg.teacher_in_loop
     warm = init_path(settings)
@@ -201,7 +216,13 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     init_head(model, train)
     epochs_before = 0
     if warm is not None:
-        epochs_before = init_from_checkpoint(model, str(warm), arch)
+        ckpt = load_checkpoint(warm)
+        # another head (e.g. the 13-way children head from a 1-output student): the body only
+        same_head = int(ckpt["config"].get("n_outputs", 1)) == loss_fn.n_outputs
+        epochs_before = init_from_checkpoint(model, str(warm), arch, head=same_head, ckpt=ckpt)
+        if not same_head:
+            LOG.info("%s: %s has a %s-output head, this loss %d: its body only, a new head",
+                     arch, warm, ckpt["config"].get("n_outputs", 1), loss_fn.n_outputs)
         LOG.info("%s: warm start from %s (%d epochs behind it)", arch, warm, epochs_before)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(dist_info.device, memory_format=memory_format)
@@ -274,7 +295,8 @@ def init_head(model: torch.nn.Module, faces: FaceSet) -> None:
 
     A one-output head gets zero weights and the mean target age as bias (a
     capped-ReLU output that starts below 0 would never get a gradient); a
-    101-way head gets the log of the mean target distribution.
+    101-way head gets the log of the mean target distribution; another head
+    over ages (the 13-way children head) the log of its targets' histogram.
     """
     head = model.get_classifier()
     if not isinstance(head, torch.nn.Linear):
@@ -282,11 +304,13 @@ def init_head(model: torch.nn.Module, faces: FaceSet) -> None:
     if head.out_features == 1:
         head.weight.mul_(0.01)
         head.bias.fill_(float(np.nanmean(faces.target_age)))
-    elif head.out_features == 101:
-        if faces.target_probs is not None:
+    else:
+        n = head.out_features
+        if n == 101 and faces.target_probs is not None:
             prior = faces.target_probs.mean(0)
         else:
-            prior = np.bincount(np.clip(np.round(faces.target_age), 0, 100).astype(int), minlength=101)
+            ages = faces.target_age[np.isfinite(faces.target_age)]
+            prior = np.bincount(np.clip(np.round(ages), 0, n - 1).astype(int), minlength=n)
         prior = np.asarray(prior, np.float64) + 1e-3
         head.weight.mul_(0.01)
         head.bias.copy_(torch.as_tensor(np.log(prior / prior.sum()), dtype=head.bias.dtype))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agedistill_core.errors import ConfigError
+from agedistill_core.images import resize
 from agedistill_core.settings import TeacherSettings
 from agedistill_core.teacher.members import Member, make_member
 from agedistill_core.teacher.variants import make_variants
@@ -84,6 +85,21 @@ class Teacher:
     @property
     def input_sizes(self) -> set[int]:
         return {m.input_size for m in self.members + self.children}
+
+    @property
+    def stack_size(self) -> int | None:
+        """The size to resize crops to before ``label``: every member's input size when they share
+        one; None (keep the crops' own size) when they do not, e.g. 96 px children members beside
+        the 64 px general member, so that each member resizes the crop itself and none sees a face
+        resampled twice (a 160 -> 96 -> 64 px general member moved its MAE by 0.1 year)."""
+        sizes = self.input_sizes
+        return next(iter(sizes)) if len(sizes) == 1 else None
+
+    def stack(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Decoded uint8 crops -> one (N, S, S, 3) batch for ``label`` (``stack_size``; crops of
+        unequal sizes, with no common input size, go to the largest of them)."""
+        size = self.stack_size or max(max(c.shape[:2]) for c in crops)
+        return np.stack([resize(c, size) for c in crops])
 
     def member_vectors(self, crops: np.ndarray, members: list[Member]) -> np.ndarray:
         """(N, M, 101): each member's variant-averaged vector on AGE_AXIS."""

@@ -57,11 +57,12 @@ def _fixed_list(values: np.ndarray, width: int) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, width)
 
 
-def _decode_batch(jpegs: list, ids: list, lo: int, hi: int, size: int) -> tuple[list[np.ndarray], list[int]]:
+def _decode_batch(jpegs: list, ids: list, lo: int, hi: int, size: int | None) -> tuple[list[np.ndarray], list[int]]:
     batch, idx = [], []
     for i in range(lo, hi):
         try:
-            batch.append(resize(decode_image(jpegs[i], ids[i]), size))
+            img = decode_image(jpegs[i], ids[i])
+            batch.append(resize(img, size) if size else img)
             idx.append(i)
         except UnreadableImage:
             continue  # cannot happen for crops we encoded; kept defensive
@@ -74,7 +75,7 @@ def label_crops(teacher: Teacher, jpegs: list, ids: list, *, batch_size: int = 6
     batch k+1 while the networks run on batch k (both release the GIL)."""
     if len(jpegs) != len(ids):
         raise ValueError(f"label_crops: {len(jpegs)} crops but {len(ids)} ids")
-    size = max(teacher.input_sizes)
+    size = teacher.stack_size  # None: each member resizes from the stored crop (``Teacher.stack_size``)
     starts = list(range(0, len(ids), batch_size))
     outputs, kept = [], []
 
@@ -92,7 +93,7 @@ def label_crops(teacher: Teacher, jpegs: list, ids: list, *, batch_size: int = 6
             else:
                 batch, idx = job(lo)
             if batch:
-                outputs.append(teacher.label(np.stack(batch)))
+                outputs.append(teacher.label(teacher.stack(batch)))
                 kept.extend(idx)
             if progress:
                 progress(min(lo + batch_size, len(ids)), len(ids))

@@ -17,44 +17,49 @@ PARAMS = REPO / "params.yaml"
 KEYS = [*SECTIONS, *sorted(TOP_LEVEL)]
 HASHED = [*SECTIONS, *sorted(TOP_LEVEL - {"workdir"})]
 
-# Every profile's settings hash and workdir (last changed on purpose when students.init_from, lr_factor,
-# folds, teacher_in_loop and mixup were added, with the group-protocol profiles fairface_groups/_ordinal).
+# Every profile's settings hash and workdir (last changed on purpose when students.max_age was added, with
+# the children-member profiles corpus_child_s0/_s1/_s2 and fairface_children; run folders keep their names:
+# the recipe hash counts max_age only when it is set).
 # To re-pin: print `"name": (s.section_hash(*HASHED), workdir)` for every profile of params.yaml.  Run names, stage versions
 # and Dagster's data versions derive from these: a change makes that profile's existing results
 # stale.  If you change a profile on purpose, update its line.
 EXPECTED = {
-    "corpus": ("cb9d350cd60f", "data/corpus"),
-    "corpus_band": ("1cab99432634", "data/corpus"),
-    "corpus_big": ("dbc17929a8cf", "data/corpus"),
-    "corpus_ft": ("a798d6e97e39", "data/corpus"),
-    "corpus_ft_s1": ("6182de1ed646", "data/corpus"),
-    "corpus_gt": ("896d94f6f5cc", "data/corpus"),
-    "corpus_gt_band": ("811c144becd8", "data/corpus"),
-    "corpus_gt_s1": ("50a721153a20", "data/corpus"),
-    "corpus_large": ("8c763415a0fa", "data/corpus"),
-    "corpus_s1": ("32de6e99ec78", "data/corpus"),
-    "corpus_warm112": ("205899d2dcc2", "data/corpus"),
-    "corpus_warm112_s1": ("2753b2483f66", "data/corpus"),
-    "corpus_warm96": ("d66eac5be6e0", "data/corpus"),
-    "corpus_warm96_cont": ("04c1a886e327", "data/corpus"),
-    "corpus_warm96_cont_s1": ("774160ae1b85", "data/corpus"),
-    "corpus_warm96_til": ("430fe7bd54a0", "data/corpus"),
-    "demo": ("67581c7b99db", "data/demo"),
-    "fairface": ("0e11ff220716", "data/fairface"),
-    "fairface_groups": ("1767508df815", "data/fairface"),
-    "fairface_ordinal": ("967d5075efd2", "data/fairface"),
-    "folder": ("92c46522a7e3", "data/folder"),
-    "utkface": ("ff4efdb5c7c9", "data/utkface"),
-    "utkface_large_short": ("b14fc8140878", "data/utkface"),
-    "utkface_long": ("b7a90a63e608", "data/utkface"),
-    "utkface_long_gt": ("47ddd638ff55", "data/utkface"),
-    "utkface_quick": ("0472c923122b", "data/utkface_quick"),
-    "utkface_robust": ("ee626f893475", "data/utkface"),
-    "utkface_short": ("a340d948096c", "data/utkface"),
-    "utkface_short_gt": ("52009a152b16", "data/utkface"),
-    "utkface_short_gt10": ("a1c05e771fbb", "data/utkface"),
-    "utkface_short_gt10_ft": ("8dbad5355f29", "data/utkface"),
-    "utkface_short_gt10_steps": ("4805c42703f2", "data/utkface"),
+    "corpus": ("47d16067a7f1", "data/corpus"),
+    "corpus_band": ("7ecaff97e012", "data/corpus"),
+    "corpus_big": ("ec8992f2def1", "data/corpus"),
+    "corpus_child_s0": ("1015a6e27d33", "data/corpus"),
+    "corpus_child_s1": ("a50e4a895bc4", "data/corpus"),
+    "corpus_child_s2": ("9369ede51bcb", "data/corpus"),
+    "corpus_ft": ("f97cd5879f27", "data/corpus"),
+    "corpus_ft_s1": ("196532e1d629", "data/corpus"),
+    "corpus_gt": ("d4212af9cac8", "data/corpus"),
+    "corpus_gt_band": ("621f3e35f905", "data/corpus"),
+    "corpus_gt_s1": ("3b6a2dc0cb6e", "data/corpus"),
+    "corpus_large": ("4e6539f69bb8", "data/corpus"),
+    "corpus_s1": ("2ec42d2ddb00", "data/corpus"),
+    "corpus_warm112": ("6b75f2630684", "data/corpus"),
+    "corpus_warm112_s1": ("785d28c21f95", "data/corpus"),
+    "corpus_warm96": ("2693ad81a067", "data/corpus"),
+    "corpus_warm96_cont": ("b0122e65672f", "data/corpus"),
+    "corpus_warm96_cont_s1": ("2d7c1305b92d", "data/corpus"),
+    "corpus_warm96_til": ("d366aa4c9ee4", "data/corpus"),
+    "demo": ("163d8d8a207e", "data/demo"),
+    "fairface": ("2872a35b3823", "data/fairface"),
+    "fairface_children": ("94885b4d4f8e", "data/fairface_children"),
+    "fairface_groups": ("37dc07b029a1", "data/fairface"),
+    "fairface_ordinal": ("6244e3a3cbe8", "data/fairface"),
+    "folder": ("5b8c29069357", "data/folder"),
+    "utkface": ("d412a5164bd4", "data/utkface"),
+    "utkface_large_short": ("090395222257", "data/utkface"),
+    "utkface_long": ("35b927c3a335", "data/utkface"),
+    "utkface_long_gt": ("d492b69b070a", "data/utkface"),
+    "utkface_quick": ("a289fdb787af", "data/utkface_quick"),
+    "utkface_robust": ("9aeebd77e6e1", "data/utkface"),
+    "utkface_short": ("2b4c91b31e3d", "data/utkface"),
+    "utkface_short_gt": ("0b470f72b9ba", "data/utkface"),
+    "utkface_short_gt10": ("3f28a77f87e6", "data/utkface"),
+    "utkface_short_gt10_ft": ("9a0f903d1bd6", "data/utkface"),
+    "utkface_short_gt10_steps": ("5f4fe7509f83", "data/utkface"),
 }
 
 
@@ -290,6 +295,15 @@ def _set(dotted: str, value):
      "corpus.dataset.sources[3].faces.detector: 'ssdd' is not one of"),
     ("corpus_gt", "profiles.corpus_gt.students.sources", ["utk"],
      "corpus_gt.students.sources: 'utk' is not a source of the data set; choose from: celeba, lfw, utkface,"),
+    ("corpus_child_s0", "recipes.teacher_children.students.max_age", -1,
+     "corpus_child_s0.students.max_age: must be >= 0, got -1"),
+    ("corpus_child_s0", "recipes.teacher_children.students.max_age", "young",
+     "corpus_child_s0.students.max_age: must be a number, got 'young'"),
+    ("corpus_child_s0", "recipes.teacher_children.students.max_age", 30,
+     "corpus_child_s0.students.max_age: is 30, but loss children covers ages 0..12 only; set students.max_age: 12; "
+     "fix it in params.yaml (recipes.teacher_children.students.max_age)"),
+    ("corpus_child_s0", "recipes.teacher_children.students.label_source", "teacher",
+     "corpus_child_s0.students.label_source: must be ground_truth with loss children"),
 ])
 def test_bad_settings_are_one_line_naming_profile_key_and_place(tmp_path, profile, dotted, value, message):
     with pytest.raises(ConfigError) as err:

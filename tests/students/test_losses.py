@@ -19,7 +19,7 @@ from agedistill_core.students.losses import (
 
 
 def test_registry_and_factory():
-    assert LOSSES.names() == ["distribution", "groups", "l1", "ordinal", "paper"]
+    assert LOSSES.names() == ["children", "distribution", "groups", "l1", "ordinal", "paper"]
     assert make_loss("paper").n_outputs == 1
     assert make_loss("l1").n_outputs == 1
     d = make_loss("distribution", l1_weight=0.5)
@@ -146,3 +146,15 @@ def test_agreement_weights():
     target = torch.tensor([12.0, 30.0])
     low = loss(out, target, None, agreement_weights(np.array([0.0, 10.0]), 2.0))
     assert low.item() < loss(out, target).item()
+
+
+def test_children_loss_is_the_distribution_loss_over_ages_0_to_12():
+    """SPEC 3's children members: 13 bins (ages 0..12), real-age targets as a 1-year Gaussian."""
+    loss = make_loss("children")
+    assert loss.n_outputs == 13 and loss.bins.tolist() == list(range(13)) and loss.label_sigma == 1.0
+    target = torch.tensor([0.0, 5.0, 12.0])
+    logits = torch.log(gaussian_labels(target, 1.0, 13))  # the target itself: only the L1 term is left
+    np.testing.assert_allclose(loss.ages(logits).numpy(), [0.0, 5.0, 12.0], atol=0.6)
+    assert float(loss(logits, target)) < float(loss(torch.zeros(3, 13), target))
+    with pytest.raises(ValueError, match=r"\(N, 13\) outputs"):
+        loss(torch.zeros(3, 101), target)

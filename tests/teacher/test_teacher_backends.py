@@ -131,3 +131,77 @@ def test_torch_checkpoint_member(tmp_path, n_outputs, loss):
     out = build_teacher(TeacherSettings(members=({"name": "torch", "checkpoint": str(ckpt)},),
                                         variants=1)).label(crops)
     np.testing.assert_allclose(out.age, ref, atol=1e-3)
+
+
+REPO = Path(__file__).resolve().parents[2]
+CHILDREN = [REPO / "models" / "children" / f"child_s{i}.pt" for i in range(3)]
+
+
+def test_children_checkpoint_member_reports_its_13_bins(tmp_path):
+    """A ``children`` head (13 outputs, ages 0..12) is a member over those 13 bins; the ensemble
+    re-bins them onto 0..100, so its expected age stays the student's own (within 0..12)."""
+    from agedistill_core.inference.student import load_student
+    from agedistill_core.teacher import rebin
+
+    ckpt = _tiny_checkpoint(tmp_path / "kid.pt", 13, "children")
+    m = member_from_spec({"name": "torch", "checkpoint": "kid.pt", "label": "kid"}, base_dir=tmp_path)
+    assert m.name == "kid" and m.bins.tolist() == list(range(13))
+    crops = np.random.default_rng(0).integers(0, 255, (3, 112, 112, 3), dtype=np.uint8)
+    p = m.predict(crops)
+    assert p.shape == (3, 13)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    ref = load_student(ckpt).predict_crops(list(crops))
+    np.testing.assert_allclose(rebin(p, m.bins) @ np.arange(101), ref, atol=1e-3)
+    assert ((ref >= 0) & (ref <= 12)).all()
+
+
+def test_a_member_refuses_outputs_that_are_not_ages(tmp_path):
+    _tiny_checkpoint(tmp_path / "groups.pt", 9, "groups")
+    with pytest.raises(ConfigError, match="9 outputs that are not ages"):
+        member_from_spec({"name": "torch", "checkpoint": "groups.pt"}, base_dir=tmp_path)
+
+
+@needs_utk
+@pytest.mark.skipif(not all(p.is_file() for p in CHILDREN), reason="needs models/children/child_s*.pt")
+def test_children_members_decide_exactly_the_gated_faces():
+    """The shipped children members behind the gate, with the bundled general member, on real
+    faces: a face whose general age is <= 12 gets the children's average, any other face keeps
+    the general vote unchanged; the general members' own vectors are kept either way."""
+    crops, _ = utk_faces(48)
+    kids = tuple({"name": "torch", "checkpoint": str(p)} for p in CHILDREN)
+    plain = build_teacher(TeacherSettings(variants=1)).label(crops)
+    out = build_teacher(TeacherSettings(variants=1, children=kids)).label(crops)
+    gated = plain.age <= 12
+    assert gated.any() and (~gated).any()
+    np.testing.assert_array_equal(out.gated, gated)
+    np.testing.assert_allclose(out.age[~gated], plain.age[~gated])
+    np.testing.assert_allclose(out.probs[~gated], plain.probs[~gated])
+    np.testing.assert_allclose(out.member_ages, plain.member_ages)
+    assert out.children_ages.shape == (48, 3) and np.isnan(out.children_ages[~gated]).all()
+    np.testing.assert_allclose(out.age[gated], out.children_ages[gated].mean(1), atol=1e-6)
+    assert (out.age[gated] <= 12).all() and (out.probs[gated][:, 13:] == 0).all()
+
+
+@needs_utk
+@pytest.mark.skipif(not all(p.is_file() for p in CHILDREN), reason="needs models/children/child_s*.pt")
+def test_label_stage_gives_each_member_the_stored_crop():
+    """Members of different input sizes (64 px general, 96 px children): the label stage hands
+    every member the stored 160 px crop (``Teacher.stack_size`` None), so the general member's
+    ages, and every face the gate lets through, are exactly the teacher's without children."""
+    from agedistill_core.images import encode_jpeg
+    from agedistill_core.teacher.label import label_crops
+
+    crops, _ = utk_faces(32, size=160)
+    jpegs, ids = [encode_jpeg(c, 95) for c in crops], [f"f{i}" for i in range(32)]
+    plain_t = build_teacher(TeacherSettings(variants=1))
+    kids_t = build_teacher(TeacherSettings(variants=1, children=tuple({"name": "torch", "checkpoint": str(p)}
+                                                                      for p in CHILDREN)))
+    assert plain_t.stack_size == 64 and kids_t.stack_size is None
+    plain = label_crops(plain_t, jpegs, ids, batch_size=16)[0]
+    kids = label_crops(kids_t, jpegs, ids, batch_size=16)[0]
+    p_age, k_age = np.concatenate([o.age for o in plain]), np.concatenate([o.age for o in kids])
+    gated = np.concatenate([o.gated for o in kids])
+    np.testing.assert_allclose(np.concatenate([o.member_ages for o in kids]),
+                               np.concatenate([o.member_ages for o in plain]), atol=1e-9)
+    np.testing.assert_allclose(k_age[~gated], p_age[~gated], atol=1e-9)
+    np.testing.assert_array_equal(gated, p_age <= 12)
