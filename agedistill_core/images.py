@@ -18,6 +18,7 @@ import numpy as np
 from agedistill_core.errors import UnreadableImage
 
 DEFAULT_MAX_PIXELS = 50_000_000
+VGGFACE2_MEAN_RGB = (131.0912, 103.8827, 91.4953)  # SPEC 2: subtracted from RGB faces, no division by std
 MAX_PIXELS_ENV = "AGEDISTILL_MAX_PIXELS"
 
 

@@ -93,7 +93,7 @@ _NOT_FRAMING = ("workers",)
 
 def model_metadata(config: dict) -> dict:
     """The metadata of an exported student, from its checkpoint's ``config``."""
-    from agedistill_core.students.augment import VGGFACE2_MEAN_RGB
+    from agedistill_core.images import VGGFACE2_MEAN_RGB
     from agedistill_core.inference.student import METADATA_FORMAT, METADATA_VERSION
     from agedistill_core.students.losses import make_loss
 

@@ -32,7 +32,7 @@ class TorchMember(Member):
     """
 
     def __init__(self, name, student, threads: int = 0):
-        from agedistill_core.students.augment import VGGFACE2_MEAN_RGB as mean
+        from agedistill_core.images import VGGFACE2_MEAN_RGB as mean
 
         n_out = int(student.config.get("n_outputs", 1))
         bins = getattr(student.loss, "bins", None)  # a softmax head over ages says which

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agedistill_core.images import VGGFACE2_MEAN_RGB
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.engine import total_epochs
@@ -96,7 +97,7 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
         f"- Framing (what `agedistill predict` does before the network): detector `{cfg.get('faces', {}).get('detector')}`, "
         f"alignment `{cfg.get('faces', {}).get('align')}`, {cfg.get('faces', {}).get('crop_size')} px crop with margin "
         f"{cfg.get('faces', {}).get('margin')}, resized to {cfg['input_size']} px; RGB minus the VGGFace2 mean "
-        "(131.0912, 103.8827, 91.4953).",
+        f"{VGGFACE2_MEAN_RGB}.",
         "",
         "## Recipe",
         f"- Loss `{st.get('loss')}`, weighting `{st.get('weighting')}`, balance `{st.get('balance', 'none')}`; SGD lr "

@@ -29,8 +29,7 @@ import numpy as np
 import torch
 
 from agedistill_core.errors import ConfigError
-
-VGGFACE2_MEAN_RGB = (131.0912, 103.8827, 91.4953)
+from agedistill_core.images import VGGFACE2_MEAN_RGB
 
 
 def bounded_normal(rng: np.random.Generator, mu, sigma, size=None):

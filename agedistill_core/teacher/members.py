@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from agedistill_core.errors import ConfigError
-from agedistill_core.images import resize
+from agedistill_core.images import VGGFACE2_MEAN_RGB, resize
 from agedistill_core.registry import Registry
 
 # onnxruntime (1.2x Linux wheels) ships Microsoft's 1DS telemetry client, switched on by
@@ -137,7 +137,6 @@ def make_age_gender_onnx(threads: int = 0, **_: object) -> Member:
 
 # -- more backends ------------------------------------------------------------
 
-VGGFACE2_MEAN_RGB = (131.0912, 103.8827, 91.4953)  # SPEC 2
 
 
 def resolve_file(path, base_dir, where: str, key: str) -> Path:

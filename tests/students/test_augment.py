@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from agedistill_core.errors import ConfigError
+from agedistill_core.images import VGGFACE2_MEAN_RGB
 from agedistill_core.students.augment import (
-    VGGFACE2_MEAN_RGB,
     AugmentConfig,
     AugmentParams,
     augment_face,
