@@ -7,7 +7,7 @@ The stage subcommands (manifest ... evaluate) come from ``agedistill_core.pipeli
 ``finetune`` (the SPEC 5 protocols) run what their modules' ``command`` functions do.
 
 Errors a user can fix print as one line (``error: ...``) with exit code 2, through one handler
-(``run_command``, which ``agedistill_dag``'s commands use too); so do argument errors (with the
+(``errors.run_command``, which ``agedistill_dag``'s commands use too); so do argument errors (with the
 command to get help).  Messages and progress go through ``logging``
 (``agedistill.*``) to stderr; stdout carries results only.  Stage functions are imported
 when a stage runs, so ``--help`` and argument errors load none of the training stack.
@@ -20,34 +20,8 @@ import logging
 import math
 import os
 import sys
-from typing import Callable
 
-from agedistill_core.errors import AgedistillError
-
-
-def run_command(body: Callable[[], int | None], *, interrupted: str | None = None,
-                stopped: str | None = None) -> int:
-    """Run a command's ``body`` under the one error handler of agedistill's commands; its exit code.
-
-    A user-fixable error (``AgedistillError``) prints ``error: <one line>`` on stderr: exit 2,
-    no traceback.  With ``interrupted``, Ctrl-C prints it: exit 130.  With ``stopped``, a
-    ``SystemExit(128 + signal)`` (what the cluster's SIGTERM/SIGHUP handlers raise, so that every
-    ``finally`` runs) prints ``stopped by signal N: <stopped>`` and is raised on.
-    """
-    try:
-        return body() or 0
-    except AgedistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if interrupted is None:
-            raise
-        print(interrupted, file=sys.stderr)
-        return 130
-    except SystemExit as exc:
-        if stopped is not None and isinstance(exc.code, int) and exc.code > 128:
-            print(f"stopped by signal {exc.code - 128}: {stopped}", file=sys.stderr)
-        raise
+from agedistill_core.errors import run_command
 
 
 class _Parser(argparse.ArgumentParser):

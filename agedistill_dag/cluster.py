@@ -376,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     install_exit_handlers()
     quiet_instance_home(home)
-    from agedistill_core.cli import run_command, setup_logging
+    from agedistill_core.cli import setup_logging
+    from agedistill_core.errors import run_command
     setup_logging(name="agedistill.dag")   # the stages' lines reach the runs' logs through python_logs
     start = time.perf_counter()
     out: dict = {}

@@ -45,7 +45,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 
-from agedistill_core.cli import run_command, setup_logging
+from agedistill_core.cli import setup_logging
+from agedistill_core.errors import run_command
 from agedistill_core.errors import AgedistillError, ConfigError
 from agedistill_core.pipeline import STAGES, stage_keys
 from agedistill_core.settings import find_params

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
@@ -26,6 +27,7 @@ import numpy as np
 from agedistill_core.faces.crops import crop_one
 from agedistill_core.labeltable import USABLE
 from agedistill_core.datasets import DATASETS
+from agedistill_core.errors import run_command
 from agedistill_core.ages import FAIRFACE_GROUPS, age_to_group
 from agedistill_core.metrics import group_accuracy, mae
 from agedistill_core.teacher.label import label_crops
@@ -100,4 +102,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(lambda: main() and 0))

@@ -60,7 +60,7 @@ def test_help_is_fast():
 def test_one_error_handler(capsys):
     import pytest
 
-    from agedistill_core.cli import run_command
+    from agedistill_core.errors import run_command
     from agedistill_core.errors import ConfigError
 
     def fail(exc):
