@@ -89,9 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     from agedistill_core.pipeline import STAGES  # the stage subcommands come from the stage table
     for st in STAGES:
         sp = sub.add_parser(st.name, help=st.help)
+        _profile_options(sp)
         for opt in st.options:
             sp.add_argument(opt.flag, dest=opt.dest, type=opt.type, action="append", help=opt.help)
-    sub.add_parser("all", help="run every stage in order")
+    _profile_options(sub.add_parser("all", help="run every stage in order"))
     dp = sub.add_parser("dvc-yaml", help="write dvc.yaml from the stage table for params.yaml's dvc.profile")
     dp.add_argument("--check", action="store_true", help="only check: exit 2 when dvc.yaml differs from the table")
     dp.add_argument("--out", default=None, help="file to write (default: dvc.yaml beside params.yaml)")
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
                                     "settings (or the checkpoint's, when it records them), then age it as the "
                                     "label stage (teacher) or the students' evaluation (student) does.")
     pp.add_argument("inputs", nargs="+", metavar="PHOTO_OR_FOLDER")
+    _profile_options(pp)
     who = pp.add_mutually_exclusive_group()
     who.add_argument("--checkpoint", help="a student: model.onnx (with its model.json; onnxruntime) or a torch "
                                           "checkpoint best.pt (default: the shipped "

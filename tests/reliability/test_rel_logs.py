@@ -51,10 +51,11 @@ def test_stages_log_progress_to_stderr_and_results_to_stdout(tiny):
     quiet = run_cli(params, "-q", "label", "--shard", "shard-00000")   # -q: warnings only
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == ""
 
-    # `agedistill vmage | python -m json.tool`: the summary alone on stdout, the messages on stderr
+    # `agedistill vmage --profile P | python -m json.tool` (the profile after the subcommand, as users
+    # type it): the summary alone on stdout, the messages on stderr
     exe = [str(REPO / ".venv" / "bin" / "agedistill")] if (REPO / ".venv" / "bin" / "agedistill").is_file() \
         else [sys.executable, "-m", "agedistill_core.cli"]
-    vmage = subprocess.Popen([*exe, "--profile", PROFILE, "--params", str(params), "vmage"], cwd=REPO,
+    vmage = subprocess.Popen([*exe, "vmage", "--profile", PROFILE, "--params", str(params)], cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, OMP_NUM_THREADS="1"))
     tool = subprocess.run([sys.executable, "-m", "json.tool"], stdin=vmage.stdout, capture_output=True, text=True,
                           timeout=300)
