@@ -77,7 +77,9 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
     run = checkpoint.parent.name
     rows = [r for r in report.get("by_source", []) if r.get("run") in (run, "teacher")]
     init = st.get("init_from") or st.get("init_checkpoint")
-    start = f"warm-started from `{init}`" if init else "from random weights (no ImageNet weights offline)"
+    sha1 = cfg.get("init_sha1")
+    start = (f"warm-started from `{init}`" + (f" as it was then (sha1 {sha1[:12]})" if sha1 else "")
+             if init else "from random weights (no ImageNet weights offline)")
     world = (f"; {cfg['world_size']} process(es), global batch {cfg.get('global_batch')}"
              if cfg.get("world_size") else "")
     groups = [r for r in report.get("rows", [])

@@ -161,7 +161,8 @@ def same_recipe(saved: dict, current: dict, defaults: dict | None = None) -> boo
         st["init_checkpoint"] = st.get("init_from") or st.get("init_checkpoint")
         st["init_from"] = None
         st = {k: v for k, v in st.items() if k not in RUNTIME_KEYS}
-        rest = {k: v for k, v in c.items() if k not in ("students", "world_size", "global_batch", "epochs_before")}
+        rest = {k: v for k, v in c.items()
+                if k not in ("students", "world_size", "global_batch", "epochs_before", "init_sha1")}
         return _plain({**rest, "students": st})
 
     return norm(saved) == norm(current)

@@ -248,6 +248,8 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
               "data": {"train": train.fingerprint(), "val": val.fingerprint(),
                        "train_faces": len(train), "val_faces": len(val)},
               "faces": asdict(settings.faces)}
+    if warm is not None:  # which weights it started from, whatever later lands at that path (the card says so)
+        config["init_sha1"] = _file_sha1(warm)
     legacy = settings.students_dir / legacy_run_name(settings, arch) / "last.pt"
     run = Run(name=arch, out=out, config=config, epochs=cfg.epochs, batch_size=batch_size, seed=seed,
               dist=dist_info, workers=cfg.workers, eval_batch_size=256, lr_step_epochs=cfg.lr_step_epochs,

@@ -3,6 +3,7 @@ across world sizes and global batches, warm starts and total epochs, older check
 and consistent teaching (the teacher labels the very view the student sees)."""
 from __future__ import annotations
 
+import hashlib
 import shutil
 import warnings
 from pathlib import Path
@@ -95,6 +96,8 @@ def test_warm_start_counts_total_epochs_and_init_checkpoint_is_an_alias(tiny_set
     b = train_student(warm, "mn3_small", progress=False)
     last = load_checkpoint(Path(b["dir"]) / "last.pt")
     assert b["total_epochs"] == 3 and last["extra"]["total_epochs"] == 3 and last["config"]["epochs_before"] == 1
+    # the weights it started from, by content (a model shipped later to the same path is another one)
+    assert last["config"]["init_sha1"] == hashlib.sha1(Path(a["checkpoint"]).read_bytes()).hexdigest()
     assert total_epochs(load_checkpoint(b["checkpoint"])) == 1 + load_checkpoint(b["checkpoint"])["epoch"] + 1
     old_name = tiny_settings("warm_old", epochs=2, lr=0.001, init_checkpoint=a["checkpoint"])
     assert run_name(old_name, "mn3_small") == run_name(warm, "mn3_small")  # one field under two names

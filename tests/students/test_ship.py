@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,3 +36,23 @@ def test_ship_writes_a_slim_checkpoint_onnx_and_card(tiny_settings, tmp_path):
     assert "## Accuracy" in card and "## Speed" in card and "student is faster by" in card
     assert f"| {run['run']} |" in card  # its own row in the accuracy table
     assert (out / "model.onnx").stat().st_size > 100_000
+
+
+def test_the_card_of_a_warm_started_student_names_its_start_by_content(tiny_settings, tmp_path):
+    """A warm start's card names the checkpoint's path and its sha1 then: the path may later hold
+    another model (the shipped folder is the usual warm start of the next one)."""
+    pytest.importorskip("onnx")
+    import hashlib
+
+    from agedistill_core.inference.ship import ship
+    from agedistill_core.students.train import train_student
+
+    first = train_student(tiny_settings("first", epochs=1), "mn3_small", progress=False)
+    sha1 = hashlib.sha1(Path(first["checkpoint"]).read_bytes()).hexdigest()
+    warm = tiny_settings("warm", epochs=1, init_from=first["checkpoint"])
+    run = train_student(warm, "mn3_small", progress=False)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"rows": [], "by_source": []}))
+    out = ship("tiny", run["checkpoint"], str(report), str(tmp_path / "model"), str(warm.params_path))
+    card = (out / "MODEL_CARD.md").read_text()
+    assert f"warm-started from `{first['checkpoint']}` as it was then (sha1 {sha1[:12]})" in card
