@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -225,3 +226,17 @@ class StageResult:
     rows: int
     counts: dict[str, int]         # rows per status
     skipped: bool = False          # True: already up to date, nothing recomputed
+
+
+def file_sha1(path: Path | None) -> str | None:
+    """SHA-1 of a file's bytes, read in 1 MB blocks (None when there is no such readable file)."""
+    if path is None:
+        return None
+    h = hashlib.sha1()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 
 from agedistill_core.errors import DataError
 from agedistill_core.registry import Registry
-from agedistill_core.shards import read_table, shard_id, shard_index, table_metadata, write_table
+from agedistill_core.shards import file_sha1, read_table, shard_id, shard_index, table_metadata, write_table
 
 if TYPE_CHECKING:  # settings sit a layer above (they validate names against the registries)
     from agedistill_core.settings import Settings
@@ -309,7 +309,7 @@ def file_content(path: Path, before: tuple | None = None) -> tuple[int | None, i
         return None, None, None
     if before is not None and before[2] is not None and (before[0], before[1]) == (st.st_size, st.st_mtime_ns):
         return st.st_size, st.st_mtime_ns, before[2]
-    digest = _file_digest(path)
+    digest = file_sha1(path)
     return (st.st_size, st.st_mtime_ns, digest) if digest is not None else (None, None, None)
 
 
@@ -337,17 +337,6 @@ def unchanged_since(paths: list[Path], when_ns: int) -> bool:
     return True
 
 
-def _file_digest(path: Path) -> str | None:
-    h = hashlib.sha1()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
 def find_duplicates(paths: list[Path], prefer: list[bool] | None = None,
                     content: list[tuple] | None = None) -> dict[int, int]:
     """Byte-identical files: ``{index: index of its first copy}`` for every later copy.
@@ -373,7 +362,7 @@ def find_duplicates(paths: list[Path], prefer: list[bool] | None = None,
             continue
         by_hash: dict[str, list[int]] = defaultdict(list)
         for i in group:
-            digest = content[i][2] if content is not None else _file_digest(paths[i])
+            digest = content[i][2] if content is not None else file_sha1(paths[i])
             if digest is not None:
                 by_hash[digest].append(i)
         for same in by_hash.values():

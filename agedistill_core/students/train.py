@@ -37,6 +37,7 @@ import torch
 
 from agedistill_core.errors import CheckpointError, ConfigError
 from agedistill_core.settings import Settings, StudentSettings
+from agedistill_core.shards import file_sha1
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.checkpoint import load_checkpoint
 from agedistill_core.students.data import FaceDataset, quiet_opencv_threads
@@ -70,29 +71,13 @@ def recipe_hash(settings: Settings) -> str:
     start, the profile's dataset, split and faces)."""
     s = settings.students
     payload = {"students": {k: getattr(s, k) for k in RECIPE_KEYS}, "init": s.init_path,
-               "init_sha1": _file_sha1(init_path(settings)),
+               # the warm start's content: a new model shipped to the same path starts a new run folder
+               "init_sha1": file_sha1(init_path(settings)),
                "data": {k: asdict(getattr(settings, k)) for k in ("dataset", "split", "faces")}}
     if s.max_age is not None:  # only when set: the runs from before the field keep their folders
         payload["max_age"] = s.max_age
     text = json.dumps(_jsonable(payload), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:6]
-
-
-def _sha1_of(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _file_sha1(path: Path | None) -> str | None:
-    """The content hash of the warm-start checkpoint (None when there is none or it is not there
-    yet), so that a new checkpoint at the same path (a newly shipped model) starts a new run
-    instead of resuming one that began from the old weights."""
-    if path is None or not path.is_file():
-        return None
-    return _sha1_of(path)
 
 
 def _readable(settings: Settings, arch: str) -> list[str]:
@@ -249,7 +234,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
                        "train_faces": len(train), "val_faces": len(val)},
               "faces": asdict(settings.faces)}
     if warm is not None:  # which weights it started from, whatever later lands at that path (the card says so)
-        config["init_sha1"] = _file_sha1(warm)
+        config["init_sha1"] = file_sha1(warm)
     legacy = settings.students_dir / legacy_run_name(settings, arch) / "last.pt"
     run = Run(name=arch, out=out, config=config, epochs=cfg.epochs, batch_size=batch_size, seed=seed,
               dist=dist_info, workers=cfg.workers, eval_batch_size=256, lr_step_epochs=cfg.lr_step_epochs,
