@@ -174,3 +174,33 @@ def test_export_cli_prints_parity(student_ckpt, tmp_path, capsys):
     assert float(text.split("=")[-1]) < 1e-3
     assert main(["export", "--arch", "vgg16", "--checkpoint", str(student_ckpt), "--out", str(out)]) == 2
     assert "--arch mn3_small" in capsys.readouterr().err
+
+
+def test_a_distribution_head_exports_and_predicts_its_softmax_expectation(tmp_path, capsys):
+    """A 101-way student (loss ``distribution``) goes through export and both predict paths:
+    the ONNX file keeps the raw logits and its metadata says how to read them, so onnxruntime
+    and torch give the same ages, and a head peaked at 40 reads as about 40."""
+    from agedistill_core.inference.student import load_onnx_student, load_student
+    from agedistill_core.students.checkpoint import save_checkpoint
+    from agedistill_core.students.zoo import create_student
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+    model = create_student("mn3_small", 101)
+    with torch.no_grad():
+        head = model.get_classifier()
+        head.weight.mul_(0.001)
+        head.bias.copy_(-0.5 * ((torch.arange(101.0) - 40.0) / 3.0) ** 2)  # a Gaussian peak at 40
+    ckpt = save_checkpoint(tmp_path / "best.pt", model=model, epoch=0, best_val=1.0,
+                           config={"arch": "mn3_small", "timm": "mobilenetv3_small_100", "input_size": 96,
+                                   "n_outputs": 101, "students": {"loss": "distribution"}})
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    capsys.readouterr()
+    onnx_student = load_onnx_student(out, threads=1)
+    assert onnx_student.meta["output"]["ages"] == "softmax_expectation"
+    crops = [data.astronaut()[:400, 50:450].copy(), data.coffee()[:300, :300].copy()]
+    a_onnx = onnx_student.predict_crops(crops)
+    a_torch = load_student(ckpt).predict_crops(crops)
+    assert np.allclose(a_onnx, a_torch, atol=0.05)
+    assert np.all(np.abs(a_onnx - 40.0) < 2.0)
