@@ -156,9 +156,8 @@ class Finetune:
         quiet_opencv_threads()
 
     def dataset(self, faces: FaceSet, augment: bool) -> FaceDataset:
-        return FaceDataset(faces, self.input_size, self.faces.margin, AugmentConfig(enabled=augment and
-                                                                                  self.settings.students.augment),
-                           self.seed, threads=torch.get_num_threads())
+        policy = AugmentConfig.from_setting(self.settings.students.augment) if augment else AugmentConfig(enabled=False)
+        return FaceDataset(faces, self.input_size, self.faces.margin, policy, self.seed, threads=torch.get_num_threads())
 
     def model(self) -> torch.nn.Module:
         """The student of ``init_from``: its whole network (age head), or its body under a new

@@ -104,7 +104,8 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
         "## Recipe",
         f"- Loss `{st.get('loss')}`, weighting `{st.get('weighting')}`, balance `{st.get('balance', 'none')}`; SGD lr "
         f"{cfg.get('lr')} {_schedule(st)}, momentum {st.get('momentum')}, "
-        f"batch {cfg.get('batch_size')}, SPEC augmentation, seed {cfg.get('seed')}; best validation loss kept "
+        f"batch {cfg.get('batch_size')}, {_augmentation(st.get('augment', True))}, seed {cfg.get('seed')}; "
+        f"best validation loss kept "
         f"(epoch {int(ckpt.get('epoch', -1)) + 1} of this run); {start}.",
         f"- Epochs behind these weights: {total_epochs(ckpt)} in total "
         f"({int(cfg.get('epochs_before') or 0)} before this run's warm start, {int(ckpt.get('epoch', -1)) + 1} in it)"
@@ -166,6 +167,18 @@ def ship(profile: str, checkpoint: str, report: str, out: str, params: str | Non
     card = model_card(ckpt, json.loads(Path(report).read_text()), speed, settings, Path(checkpoint))
     atomic_write_text(out_dir / "MODEL_CARD.md", card)
     return out_dir
+
+
+def _augmentation(augment) -> str:
+    """``students.augment`` in words: SPEC's policy, none, or SPEC's plus the options set."""
+    if augment is True:
+        return "SPEC augmentation"
+    if not augment:
+        return "no augmentation"
+    extra = {"color_p": "grey/faded/tinted colour", "quality_p": "low resolution and JPEG"}
+    named = [f"{extra[k]} on {float(v):.0%} of faces" for k, v in sorted(augment.items()) if k in extra and v]
+    other = [f"{k} {v}" for k, v in sorted(augment.items()) if k not in extra]
+    return "SPEC augmentation" + "".join(f" + {x}" for x in named + other)
 
 
 def _schedule(st: dict) -> str:

@@ -12,7 +12,7 @@ import json
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BeforeValidator, Field, StrictBool, StrictStr, create_model
 
@@ -101,7 +101,8 @@ class StudentSettings:
     momentum: Annotated[Number, Field(ge=0, lt=1)] = 0.0
     weight_decay: Annotated[Number, Field(ge=0)] = 0.0
     batch_size: Optional[Count] = None  # None: the architecture's SPEC batch size
-    augment: StrictBool = True
+    augment: Union[StrictBool, dict[StrictStr, Any]] = True  # SPEC's policy on/off, or augment options
+                                       #   (students/augment.py), e.g. {color_p: 0.5, quality_p: 0.5}
     max_train_faces: Optional[Count] = None
     workers: NonNegative = 0           # DataLoader worker processes
     pretrained_dir: Optional[StrictStr] = None  # folder of local timm weights; None: from scratch

@@ -12,6 +12,17 @@ bounded normal ``N~(mu, sigma) = clip(N(mu, sigma), mu - 2 sigma, mu + 2 sigma)`
   ``(x - 128) * a + 128 + b`` on 0..255;
 * horizontal flip with ``p = 0.5``.
 
+Beyond SPEC, two in-the-wild options (off by default; each is the probability that a face
+gets it, and nothing is drawn for it while it is 0, so SPEC runs keep their random stream):
+
+* ``color_p``: a faded, grey or tinted photo: saturation ``0`` (grey) with probability 0.3,
+  otherwise ``U(0.3, 1.6)``, then a gain ``N~(1, 0.08)`` per channel (a colour cast);
+* ``quality_p``: a low-quality photo: down to ``U(0.25, 1)`` of the side (area
+  filter) and back up (bilinear), then, with probability 0.5, JPEG at quality ``U{15..80}``.
+
+Distilled with the table's labels (the teacher's age of the clean face), they teach the
+student that a photo's quality and colour do not change a person's age.
+
 All geometry is one ``cv2.warpAffine`` (bilinear, replicated border) from the
 stored crop straight to the network input size, so pixels are resampled once.
 
@@ -49,6 +60,8 @@ class AugmentConfig:
     brightness_sigma: float = 24.0  # b ~ N~(0, brightness_sigma), on 0..255
     flip_p: float = 0.5
     enabled: bool = True
+    color_p: float = 0.0  # in-the-wild colour (grey, faded, tinted), see the module text
+    quality_p: float = 0.0  # in-the-wild quality (low resolution, JPEG), see the module text
 
     def __post_init__(self) -> None:
         for name in ("rotation_sigma", "shear_sigma", "jitter_scale",
@@ -59,10 +72,12 @@ class AugmentConfig:
                     f"augment.{name} must be a finite number >= 0, got {value!r}; "
                     "fix it in params.yaml"
                 )
-        if not (0.0 <= float(self.flip_p) <= 1.0):
-            raise ConfigError(
-                f"augment.flip_p must be in [0, 1], got {self.flip_p!r}; fix it in params.yaml"
-            )
+        for name in ("flip_p", "color_p", "quality_p"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
+                raise ConfigError(
+                    f"augment.{name} must be in [0, 1], got {value!r}; fix it in params.yaml"
+                )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "AugmentConfig":
@@ -76,6 +91,17 @@ class AugmentConfig:
                 f"choose from: {', '.join(sorted(known))}"
             )
         return cls(**d)
+
+    @classmethod
+    def from_setting(cls, value: bool | Mapping[str, Any]) -> "AugmentConfig":
+        """``students.augment``: true / false (SPEC's policy, on or off) or a mapping of these
+        options, e.g. ``{color_p: 0.5, quality_p: 0.5}`` (SPEC's policy plus in-the-wild photos)."""
+        if isinstance(value, bool):
+            return cls(enabled=value)
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        raise ConfigError(f"students.augment must be true, false or a mapping of augment options, got {value!r}; "
+                          "fix it in params.yaml")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +126,10 @@ class AugmentParams:
     contrast: float = 1.0
     brightness: float = 0.0
     flip: bool = False
+    saturation: float = 1.0  # 0 = grey
+    gains: tuple[float, float, float] = (1.0, 1.0, 1.0)  # per RGB channel
+    resolution: float = 1.0  # fraction of the side the face is resampled down to and back
+    jpeg_quality: int = 0  # 0 = no JPEG round trip
 
     @classmethod
     def identity(cls) -> "AugmentParams":
@@ -119,7 +149,14 @@ def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams
                       cfg.contrast_sigma, cfg.brightness_sigma])
     v = np.clip(mu + sigma * rng.standard_normal(8), mu - 2.0 * sigma, mu + 2.0 * sigma).tolist()
     flip = bool(rng.random() < cfg.flip_p)
-    return AugmentParams(v[0], abs(v[1]), abs(v[2]), v[3], v[4], v[5], v[6], v[7], flip)
+    wild: dict = {}
+    if cfg.color_p > 0 and rng.random() < cfg.color_p:
+        wild["saturation"] = 0.0 if rng.random() < 0.3 else float(rng.uniform(0.3, 1.6))
+        wild["gains"] = tuple(np.clip(1.0 + 0.08 * rng.standard_normal(3), 0.84, 1.16).tolist())
+    if cfg.quality_p > 0 and rng.random() < cfg.quality_p:
+        wild["resolution"] = float(rng.uniform(0.25, 1.0))
+        wild["jpeg_quality"] = int(rng.integers(15, 81)) if rng.random() < 0.5 else 0
+    return AugmentParams(v[0], abs(v[1]), abs(v[2]), v[3], v[4], v[5], v[6], v[7], flip, **wild)
 
 
 def warp_matrix(crop_size: int, out_size: int, margin: float, p: AugmentParams) -> np.ndarray:
@@ -152,7 +189,7 @@ def _check_crop(crop: np.ndarray) -> None:
 
 
 def apply_params(crop: np.ndarray, out_size: int, margin: float, p: AugmentParams) -> np.ndarray:
-    """Apply one drawn policy: geometry (one warp), contrast/brightness, flip."""
+    """Apply one drawn policy: geometry (one warp), contrast/brightness, colour, quality, flip."""
     _check_crop(crop)
     m = warp_matrix(crop.shape[0], out_size, margin, p)
     img = cv2.warpAffine(
@@ -164,9 +201,34 @@ def apply_params(crop: np.ndarray, out_size: int, margin: float, p: AugmentParam
         x = img.astype(np.float32)
         x = (x - 128.0) * np.float32(p.contrast) + np.float32(128.0 + p.brightness)
         img = np.rint(np.clip(x, 0.0, 255.0)).astype(np.uint8)
+    if p.saturation != 1.0 or p.gains != (1.0, 1.0, 1.0):
+        img = _recolour(img, p.saturation, p.gains)
+    if p.resolution < 1.0 or p.jpeg_quality:
+        img = _degrade(img, p.resolution, p.jpeg_quality)
     if p.flip:
         img = np.ascontiguousarray(img[:, ::-1])
     return img
+
+
+def _recolour(img: np.ndarray, saturation: float, gains) -> np.ndarray:
+    x = img.astype(np.float32)
+    grey = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    x = grey[..., None] + np.float32(saturation) * (x - grey[..., None])
+    x = x * np.asarray(gains, np.float32)
+    return np.rint(np.clip(x, 0.0, 255.0)).astype(np.uint8)
+
+
+def _degrade(img: np.ndarray, resolution: float, jpeg_quality: int) -> np.ndarray:
+    size = img.shape[0]
+    if resolution < 1.0:
+        small = max(8, int(round(size * resolution)))
+        img = cv2.resize(cv2.resize(img, (small, small), interpolation=cv2.INTER_AREA), (size, size),
+                         interpolation=cv2.INTER_LINEAR)
+    if jpeg_quality:
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+        if ok:  # channel order does not matter for a round trip
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(img)
 
 
 def augment_face(

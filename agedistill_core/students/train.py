@@ -216,7 +216,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     batch_size = cfg.batch_size or spec.batch_size
     optimizer, scheduler = make_optimizer(model, settings, arch)
     lr = optimizer.param_groups[0]["lr"]
-    aug = AugmentConfig(enabled=cfg.augment)
+    aug = AugmentConfig.from_setting(cfg.augment)
     threads = torch.get_num_threads()
     input_size = cfg.input_size or spec.input_size
     train_ds = FaceDataset(train, input_size, settings.faces.margin, aug, seed,

@@ -47,6 +47,9 @@ EXPECTED = {
     "corpus_paper16_s1": ("e1251f13ad46", "data/corpus"),
     "corpus_dist16": ("99c0e14e335d", "data/corpus"),
     "corpus_dist16_s1": ("813960bbb75c", "data/corpus"),
+    "corpus_wild": ("905eb0612781", "data/corpus"),
+    "corpus_wild_s1": ("90216a45e01c", "data/corpus"),
+    "corpus_tame": ("02d86ca81aa2", "data/corpus"),
     "demo": ("163d8d8a207e", "data/demo"),
     "fairface": ("2872a35b3823", "data/fairface"),
     "fairface_children": ("94885b4d4f8e", "data/fairface_children"),
@@ -140,7 +143,8 @@ def _unset_field(raw: dict, section: str) -> str:
 
 PROBE_VALUES = {"limit": 7, "test": 0.15, "val": 0.15, "batch_size": 7, "variants": 1, "children_gate": 9,
                 "evaluate": 7, "max_faces": 7, "seed": 777, "weight_decay": 0.00123, "jpeg_quality": 91,
-                "align_padding": 0.31, "workers": 3, "base_split": "val", "augment": False, "threads": 3}
+                "align_padding": 0.31, "workers": 3, "base_split": "val", "augment": False, "threads": 3,
+                "channels_last": False}
 
 
 def _probe(section: str, raw: dict):

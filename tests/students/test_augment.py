@@ -216,3 +216,63 @@ def test_to_tensor_layout_and_mean():
         np.testing.assert_allclose(t[:, c].numpy(), batch[..., c].astype(np.float32) - VGGFACE2_MEAN_RGB[c], rtol=0, atol=1e-4)
     with pytest.raises(ValueError):
         to_tensor(batch[0])
+
+
+# -- in-the-wild options (color_p, quality_p): off by default, SPEC's stream untouched --
+
+def test_wild_options_off_keep_specs_random_stream():
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(20):
+        assert sample_params(a, AugmentConfig()) == sample_params(b, AugmentConfig(color_p=0.0, quality_p=0.0))
+    assert a.random() == b.random()  # nothing extra was drawn
+    p = sample_params(np.random.default_rng(5), AugmentConfig())
+    assert (p.saturation, p.gains, p.resolution, p.jpeg_quality) == (1.0, (1.0, 1.0, 1.0), 1.0, 0)
+
+
+def test_wild_draws_have_their_documented_ranges():
+    rng, cfg = np.random.default_rng(0), AugmentConfig(color_p=0.5, quality_p=0.5)
+    ps = [sample_params(rng, cfg) for _ in range(4000)]
+    coloured = [p for p in ps if p.gains != (1.0, 1.0, 1.0)]
+    degraded = [p for p in ps if p.resolution < 1.0]
+    assert 0.45 < len(coloured) / len(ps) < 0.55 and 0.45 < len(degraded) / len(ps) < 0.55
+    grey = np.mean([p.saturation == 0.0 for p in coloured])
+    assert 0.25 < grey < 0.35
+    assert all(0.3 <= p.saturation <= 1.6 for p in coloured if p.saturation)
+    assert all(0.84 <= g <= 1.16 for p in coloured for g in p.gains)
+    assert all(0.25 <= p.resolution < 1.0 for p in degraded)
+    jpeg = [p.jpeg_quality for p in degraded if p.jpeg_quality]
+    assert 0.4 < len(jpeg) / len(degraded) < 0.6 and min(jpeg) >= 15 and max(jpeg) <= 80
+    assert not any(p.jpeg_quality for p in ps if p.resolution == 1.0)
+
+
+def test_grey_photo_low_resolution_and_jpeg_on_a_real_face():
+    face = _real_faces(1)[0]
+    base = dict(contrast=1.0, brightness=0.0)
+    plain = augment_face(face, 96, 0.2, None, AugmentConfig(), params=AugmentParams(**base))
+    grey = augment_face(face, 96, 0.2, None, AugmentConfig(), params=AugmentParams(**base, saturation=0.0))
+    assert np.abs(grey[..., 0].astype(int) - grey[..., 2].astype(int)).max() <= 1  # no colour left
+    assert np.abs(plain[..., 0].astype(int) - plain[..., 2].astype(int)).mean() > 5  # a face has colour
+    assert abs(grey.mean() - plain.mean()) < 4  # the same light
+    blurry = augment_face(face, 96, 0.2, None, AugmentConfig(), params=AugmentParams(**base, resolution=0.25))
+
+    def detail(img):  # high-frequency energy
+        g = img.astype(np.float32).mean(axis=2)
+        return float(np.abs(g - cv2.GaussianBlur(g, (0, 0), 1.0)).mean())
+    assert detail(blurry) < 0.5 * detail(plain)
+    assert _corr(blurry, plain) > 0.9  # still the same face
+    jpeg = augment_face(face, 96, 0.2, None, AugmentConfig(), params=AugmentParams(**base, jpeg_quality=15))
+    assert jpeg.shape == plain.shape and jpeg.dtype == np.uint8
+    assert 0.5 < np.abs(jpeg.astype(float) - plain.astype(float)).mean() < 12 and _corr(jpeg, plain) > 0.9
+
+
+def test_augment_setting_is_a_switch_or_a_mapping_of_options():
+    assert AugmentConfig.from_setting(True) == AugmentConfig()
+    assert not AugmentConfig.from_setting(False).enabled
+    cfg = AugmentConfig.from_setting({"color_p": 0.5, "quality_p": 0.25})
+    assert cfg.enabled and (cfg.color_p, cfg.quality_p, cfg.rotation_sigma) == (0.5, 0.25, 5.0)
+    with pytest.raises(ConfigError, match="colour_p.*color_p"):
+        AugmentConfig.from_setting({"colour_p": 0.5})
+    with pytest.raises(ConfigError, match="quality_p must be in"):
+        AugmentConfig.from_setting({"quality_p": 2})
+    with pytest.raises(ConfigError, match="students.augment must be"):
+        AugmentConfig.from_setting("yes")

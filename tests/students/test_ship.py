@@ -56,3 +56,12 @@ def test_the_card_of_a_warm_started_student_names_its_start_by_content(tiny_sett
     out = ship("tiny", run["checkpoint"], str(report), str(tmp_path / "model"), str(warm.params_path))
     card = (out / "MODEL_CARD.md").read_text()
     assert f"warm-started from `{first['checkpoint']}` as it was then (sha1 {sha1[:12]})" in card
+
+
+def test_the_card_says_which_augmentation_trained_the_student():
+    from agedistill_core.inference.ship import _augmentation
+
+    assert _augmentation(True) == "SPEC augmentation" and _augmentation(False) == "no augmentation"
+    wild = _augmentation({"color_p": 0.5, "quality_p": 0.25})
+    assert wild.startswith("SPEC augmentation + ") and "colour on 50% of faces" in wild
+    assert "JPEG on 25% of faces" in wild
