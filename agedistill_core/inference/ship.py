@@ -87,7 +87,7 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
     lines = [
         f"# {cfg['arch']} distilled age estimator ({run})",
         "",
-        f"A {cfg['timm']} student ({cfg['input_size']} px input, one output: the age in years) trained by "
+        f"A {cfg['timm']} student ({cfg['input_size']} px input, {_head(cfg)}) trained by "
         "knowledge distillation: it learned the teacher's ages on a corpus of faces, never the real ages.",
         "",
         "## Data",
@@ -167,6 +167,13 @@ def ship(profile: str, checkpoint: str, report: str, out: str, params: str | Non
     card = model_card(ckpt, json.loads(Path(report).read_text()), speed, settings, Path(checkpoint))
     atomic_write_text(out_dir / "MODEL_CARD.md", card)
     return out_dir
+
+
+def _head(cfg: dict) -> str:
+    n = int(cfg.get("n_outputs", 1))
+    if n == 1:
+        return "one output: the age in years"
+    return f"{n} outputs: a softmax over ages 0..{n - 1}, the age is its expectation"
 
 
 def _augmentation(augment) -> str:

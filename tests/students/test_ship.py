@@ -65,3 +65,10 @@ def test_the_card_says_which_augmentation_trained_the_student():
     wild = _augmentation({"color_p": 0.5, "quality_p": 0.25})
     assert wild.startswith("SPEC augmentation + ") and "colour on 50% of faces" in wild
     assert "JPEG on 25% of faces" in wild
+
+
+def test_the_card_says_how_the_head_reads_as_an_age():
+    from agedistill_core.inference.ship import _head
+
+    assert _head({"n_outputs": 1}) == "one output: the age in years"
+    assert "101 outputs" in _head({"n_outputs": 101}) and "ages 0..100" in _head({"n_outputs": 101})
