@@ -30,6 +30,15 @@ pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main
                                 reason="signal handlers need the main thread")
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Ctrl-C as a terminal user has it: Python's own SIGINT handler.  A test process started in
+    the background by a non-interactive shell inherits SIGINT ignored, and Python keeps it so."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def test_a_sigint_dagster_swallowed_is_raised_after_the_run():
     with pytest.raises(KeyboardInterrupt):
         with _SignalsDuringRun():

@@ -135,7 +135,7 @@ def test_the_shipped_checkpoint_still_loads_warm_starts_and_gets_a_card(tiny_set
         assert ages.shape == (4,) and np.all((ages > 0) & (ages < 100))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # no ImageNet weights: they come from the checkpoint
-            model = create_student("mn3_small", 1, None)
+            model = create_student("mn3_small", int(ckpt["config"].get("n_outputs", 1)), None)  # the shipped head
         assert init_from_checkpoint(model, str(path), "mn3_small") == total_epochs(ckpt)
         card = model_card(ckpt, {"rows": [], "by_source": []},
                           {1: {"student_ms": 1.0, "teacher_ms": 20.0, "ratio": 20.0}}, s, path)
