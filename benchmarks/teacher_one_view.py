@@ -8,7 +8,7 @@ label table, overall and per band of the teacher's age, beside the spread of the
 
     .venv/bin/python benchmarks/teacher_one_view.py --profile corpus --split test [--json out.json]
 
-It runs the label stage's own code (``teacher.label.label_crops``) on the stored crops.
+It runs the label stage's own code on the stored crops (``children_teacher.teacher_ages``).
 """
 from __future__ import annotations
 
@@ -22,18 +22,9 @@ import numpy as np
 from agedistill_core.ages import AGE_BANDS, age_band, band_label
 from agedistill_core.labeltable import load_split
 from agedistill_core.settings import load_settings
-from agedistill_core.teacher.label import get_teacher, label_crops
+from children_teacher import teacher_ages  # benchmarks/: the label stage's code on stored crops
 
 LOG = logging.getLogger("agedistill.benchmarks.teacher_one_view")
-
-
-def one_view_ages(settings, jpegs: list, ids: list) -> np.ndarray:
-    """The profile's teacher with ``variants: 1``: (N,) ages, nan where a crop did not decode."""
-    outs, kept = label_crops(get_teacher(settings), jpegs, ids, batch_size=settings.teacher.batch_size)
-    age = np.full(len(ids), np.nan)
-    if outs:
-        age[kept] = np.concatenate([o.age for o in outs])
-    return age
 
 
 def rows(label: np.ndarray, one: np.ndarray) -> list[dict]:
@@ -60,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.profile, overrides={"teacher": {"variants": 1}})
     faces = load_split(settings, args.split)
     LOG.info("%s %s: %d faces, the teacher once per face (original view)", args.profile, args.split, len(faces))
-    one = one_view_ages(settings, faces.jpeg, faces.image_id)
+    one, _ = teacher_ages(settings, faces.jpeg, faces.image_id)
     table = rows(faces.teacher_age, one)
-    print(f"| band of the teacher's age | faces | one view vs the 8-variant label: MAE | bias |")
+    print("| band of the teacher's age | faces | one view vs the 8-variant label: MAE | bias |")
     print("|---|---|---|---|")
     for r in table:
         print(f"| {r['band']} | {r['faces']} | {r['mae']:.2f} | {r['bias']:+.2f} |")

@@ -177,15 +177,10 @@ def _head(cfg: dict) -> str:
 
 
 def _augmentation(augment) -> str:
-    """``students.augment`` in words: SPEC's policy, none, or SPEC's plus the options set."""
-    if augment is True:
-        return "SPEC augmentation"
-    if not augment:
-        return "no augmentation"
-    extra = {"color_p": "grey/faded/tinted colour", "quality_p": "low resolution and JPEG"}
-    named = [f"{extra[k]} on {float(v):.0%} of faces" for k, v in sorted(augment.items()) if k in extra and v]
-    other = [f"{k} {v}" for k, v in sorted(augment.items()) if k not in extra]
-    return "SPEC augmentation" + "".join(f" + {x}" for x in named + other)
+    """``students.augment`` (true, false or a mapping of options) in words."""
+    from agedistill_core.students.augment import AugmentConfig
+
+    return AugmentConfig.from_setting(augment).describe()
 
 
 def _schedule(st: dict) -> str:

@@ -103,6 +103,18 @@ class AugmentConfig:
         raise ConfigError(f"students.augment must be true, false or a mapping of augment options, got {value!r}; "
                           "fix it in params.yaml")
 
+    def describe(self) -> str:
+        """The policy in words, for a model card: SPEC's policy, none, or SPEC's plus what differs."""
+        if not self.enabled:
+            return "no augmentation"
+        wild = {"color_p": "grey/faded/tinted colour", "quality_p": "low resolution and JPEG"}
+        spec = AugmentConfig()
+        named = [f"{wild[f.name]} on {float(getattr(self, f.name)):.0%} of faces" for f in fields(self)
+                 if f.name in wild and getattr(self, f.name)]
+        other = [f"{f.name} {getattr(self, f.name)}" for f in fields(self)
+                 if f.name not in wild and getattr(self, f.name) != getattr(spec, f.name)]
+        return "SPEC augmentation" + "".join(f" + {x}" for x in named + other)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -140,8 +152,9 @@ def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams
     """Draw one policy.  The draw order is fixed, so results are reproducible.
 
     The eight bounded normals are drawn in one call (the same stream, in the same
-    order, as eight ``bounded_normal`` calls), then the flip: this runs once per
-    face per epoch, so it is kept cheap.
+    order, as eight ``bounded_normal`` calls), then the flip, then the in-the-wild
+    options, each only while its probability is > 0: this runs once per face per
+    epoch, so it is kept cheap.
     """
     k = cfg.jitter_scale
     mu = np.array([0.0, 0.0, 0.0, -k / 5.0, -k / 5.0, k / 2.0, 1.0, 0.0])
