@@ -148,6 +148,8 @@ def _commands(sub) -> None:
     _profile_options(rp, many=True, help="a profile to score on (repeatable; default: --profile before the "
                                          "subcommand, else the default profile)")
     rp.add_argument("--json", help="also write the rows here (what `agedistill ship --report` reads)")
+    rp.add_argument("--split", choices=("test", "val"), default="test",
+                    help="the split to score (default test; val chooses between recipes)")
     sp = sub.add_parser("ship", help="ship a student: weights-only best.pt, model.onnx, model.json and MODEL_CARD.md")
     _profile_options(sp, help="the profile the checkpoint was trained on (its teacher is timed beside it)")
     sp.add_argument("--checkpoint", required=True, help="the student checkpoint to ship (best.pt)")

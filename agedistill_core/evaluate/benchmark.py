@@ -80,15 +80,15 @@ def _predict(student, jpegs: list, batch_size: int, desc: str, progress: bool) -
 
 
 def score_checkpoints(settings: Settings, checkpoints: list[str | Path], *, quiet: bool = False,
-                      details: list[dict] | None = None) -> list[dict]:
-    """The teacher and each student checkpoint on the profile's test split: one row each.
+                      details: list[dict] | None = None, split: str = "test") -> list[dict]:
+    """The teacher and each student checkpoint on the profile's test split (or ``split``): one row each.
 
     ``details``, when given, receives the per-source, per-age-band rows (``breakdown``); ``quiet``:
     no progress or per-checkpoint line (``agedistill.evaluate.benchmark``).
     """
-    test = load_split(settings, "test", "teacher")
+    test = load_split(settings, split, "teacher")
     vmage = read_table(settings.vmage_path, ["image_id", "split", "gt_group"]).to_pydict()
-    group_of = {i: g for i, s, g in zip(vmage["image_id"], vmage["split"], vmage["gt_group"]) if s == "test"}
+    group_of = {i: g for i, s, g in zip(vmage["image_id"], vmage["split"], vmage["gt_group"]) if s == split}
     groups = [group_of.get(i) for i in test.image_id]
     t1, t1off = _group_scores(test.teacher_age, groups)
     rows = [dict(model="teacher", kind="teacher", run="+".join(map(str, settings.teacher.members)),

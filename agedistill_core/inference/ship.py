@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agedistill_core.errors import ConfigError
 from agedistill_core.images import VGGFACE2_MEAN_RGB
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
@@ -153,6 +154,11 @@ def ship(profile: str, checkpoint: str, report: str, out: str, params: str | Non
     from agedistill_core.inference.export import export_checkpoint
 
     settings = load_settings(profile, params)
+    scored = json.loads(Path(report).read_text())
+    splits = {r.get("split", "test") for r in scored.get("rows", [])}
+    if splits - {"test"}:
+        raise ConfigError(f"{report}: scored on the {', '.join(sorted(splits - {'test'}))} split; a model card "
+                          f"reports the test splits: run `agedistill report` without --split")
     ckpt = load_checkpoint(checkpoint)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +170,7 @@ def ship(profile: str, checkpoint: str, report: str, out: str, params: str | Non
         torch.save(slim, tmp)
     print(export_checkpoint(out_dir / "best.pt", out_dir / "model.onnx"), file=sys.stderr)
     speed = measure_speed(out_dir / "model.onnx", int(ckpt["config"]["input_size"]), settings)
-    card = model_card(ckpt, json.loads(Path(report).read_text()), speed, settings, Path(checkpoint))
+    card = model_card(ckpt, scored, speed, settings, Path(checkpoint))
     atomic_write_text(out_dir / "MODEL_CARD.md", card)
     return out_dir
 

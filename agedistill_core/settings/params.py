@@ -185,6 +185,7 @@ def load_settings(
     _check_sources(settings, where)
     _check_unique(settings, where)
     _check_children(settings, where)
+    _check_gt_weight(settings, where)
     _check_workdir(settings, where)
     return settings
 
@@ -215,6 +216,14 @@ def _check_children(s: Settings, where: _Where) -> None:
     if cfg.max_age is None or cfg.max_age > 12:
         raise where.error(("students", "max_age"), f"is {cfg.max_age}, but loss children covers ages 0..12 only; "
                                                    f"set students.max_age: 12")
+
+
+def _check_gt_weight(s: Settings, where: _Where) -> None:
+    """``gt_weight`` mixes real ages into the teacher's targets: it needs the teacher's targets."""
+    cfg = s.students
+    if cfg.gt_weight and cfg.label_source != "teacher":
+        raise where.error(("students", "gt_weight"), f"is {cfg.gt_weight:g}, but label_source {cfg.label_source} "
+                                                     f"learns real ages alone; set gt_weight: 0 or label_source: teacher")
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -126,6 +126,9 @@ class StudentSettings:
     mixup: Annotated[Number, Field(ge=0, le=100)] = 0  # with teacher_in_loop: mixup between faces, Beta(a, a); 0 = off
     max_age: Optional[Annotated[Number, Field(ge=0, le=100)]] = None  # train and validate only on faces whose
                                        #   target age is <= this (children members: 12); None = every face
+    gt_weight: Annotated[Number, Field(ge=0, le=1)] = 0  # distillation with real ages (Hinton's hard-label term):
+                                       #   a training/validation face with a real age learns this share of it
+                                       #   and the rest the teacher's; 0 = the teacher's alone
 
     @property
     def init_path(self) -> Optional[str]:
@@ -229,7 +232,18 @@ class Settings:
     def section_hash(self, *names: str) -> str:
         """Short hash of some settings sections: a code/data version for caching."""
         payload = {n: _jsonable(getattr(self, n)) for n in names}
+        for n, keys in HASHED_WHEN_SET.items():
+            if isinstance(payload.get(n), dict):
+                defaults = type(getattr(self, n)).__dataclass_fields__
+                for key in keys:
+                    if payload[n][key] == defaults[key].default:
+                        del payload[n][key]
         return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# Fields added after results existed, hashed only when set away from their default: a profile that
+# does not use one keeps its hash, so its stage versions and finished results stay current.
+HASHED_WHEN_SET = {"students": ("gt_weight",)}
 
 
 # The sections, as Settings declares them (name -> dataclass, in order).

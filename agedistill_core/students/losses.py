@@ -239,6 +239,29 @@ def band_weights(target_age, power: float = 1.0) -> np.ndarray:
     return w / w.mean()
 
 
+def blend_ground_truth(target_age, target_probs, gt_age, weight: float, sigma: float = 2.0):
+    """Targets that mix real ages into the teacher's (Hinton et al.'s soft + hard targets).
+
+    Where ``gt_age`` is known, the age becomes ``(1 - weight) * teacher + weight * real`` and the
+    probability vector the same mix of the teacher's vector and a discretised Gaussian of ``sigma``
+    years around the real age.  Cross-entropy is linear in its target, so training on the mixed
+    vector is exactly ``(1 - weight)`` x the loss to the teacher + ``weight`` x the loss to the real
+    age.  Faces without a real age keep the teacher's targets.  Returns new ``(age, probs)`` arrays.
+    """
+    age = np.asarray(target_age, np.float32).copy()
+    probs = np.asarray(target_probs, np.float32).copy()
+    gt = np.asarray(gt_age, np.float32)
+    if not 0.0 <= float(weight) <= 1.0:
+        raise ValueError(f"gt weight must be in [0, 1], got {weight!r}")
+    mix = np.flatnonzero(np.isfinite(gt) & np.isfinite(age))
+    if len(mix) and weight:
+        w = np.float32(weight)
+        age[mix] = (1 - w) * age[mix] + w * gt[mix]
+        real = gaussian_labels(gt[mix], sigma, probs.shape[1]).numpy()
+        probs[mix] = (1 - w) * probs[mix] + w * real
+    return age, probs
+
+
 # --- group heads (SPEC 5 group protocol): targets are group indices 0..K-1 -----------------
 
 class _GroupLoss:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +45,8 @@ from agedistill_core.students.distributed import init_distributed
 from agedistill_core.students import engine
 from agedistill_core.students.engine import (METRICS, Run, evaluate, fit, plot_metrics,  # noqa: F401
                                              same_recipe, total_epochs, train_step, write_metrics)
-from agedistill_core.students.losses import GROUP_LOSSES, agreement_weights, band_weights, make_loss
+from agedistill_core.students.losses import (GROUP_LOSSES, agreement_weights, band_weights, blend_ground_truth,
+                                             make_loss)
 from agedistill_core.students.zoo import STUDENTS, create_student
 from agedistill_core.labeltable import FaceSet, load_splits
 
@@ -76,6 +77,8 @@ def recipe_hash(settings: Settings) -> str:
                "data": {k: asdict(getattr(settings, k)) for k in ("dataset", "split", "faces")}}
     if s.max_age is not None:  # only when set: the runs from before the field keep their folders
         payload["max_age"] = s.max_age
+    if s.gt_weight:  # likewise
+        payload["gt_weight"] = s.gt_weight
     text = json.dumps(_jsonable(payload), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:6]
 
@@ -91,6 +94,8 @@ def _readable(settings: Settings, arch: str) -> list[str]:
         parts.append(s.weighting)
     if s.balance != "none":
         parts.append(s.balance)
+    if s.gt_weight:
+        parts.append(f"gt{s.gt_weight:g}")
     if s.sources:
         parts.append("+".join(s.sources))
     if s.max_train_faces is not None:
@@ -135,6 +140,14 @@ def _age_filter(faces: FaceSet, max_age: float | None) -> FaceSet:
         return faces
     keep = np.flatnonzero(np.isfinite(faces.target_age) & (faces.target_age <= max_age))
     return faces.subset(keep)
+
+
+def _with_ground_truth(faces: FaceSet, weight: float) -> FaceSet:
+    """``students.gt_weight``: the faces' targets with their real ages mixed in (``blend_ground_truth``)."""
+    if not weight or faces.target_probs is None:
+        return faces
+    age, probs = blend_ground_truth(faces.target_age, faces.target_probs, faces.gt_age, weight)
+    return replace(faces, target_age=age, target_probs=probs)
 
 
 def base_lr(settings: Settings, arch: str) -> float:
@@ -191,6 +204,7 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     train = _subsample(_age_filter(splits["train"], cfg.max_age), cfg.max_train_faces,
                        settings.seed)  # the profile's seed: the same faces whatever the training seed
     val = _age_filter(splits["val"], cfg.max_age)
+    train, val = (_with_ground_truth(f, cfg.gt_weight) for f in (train, val))
     if not len(train) or not len(val):
         raise ConfigError(f"{settings.profile}: no {'training' if not len(train) else 'validation'} face has a "
                           f"target age <= students.max_age ({cfg.max_age}); raise max_age or check students.sources")

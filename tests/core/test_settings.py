@@ -47,6 +47,12 @@ EXPECTED = {
     "corpus_paper16_s1": ("e1251f13ad46", "data/corpus"),
     "corpus_dist16": ("99c0e14e335d", "data/corpus"),
     "corpus_dist16_s1": ("813960bbb75c", "data/corpus"),
+    "corpus_distc": ("840e7a24cdc2", "data/corpus"),
+    "corpus_distc_s1": ("9f04cc24d41a", "data/corpus"),
+    "corpus_distb": ("9eb9ab556671", "data/corpus"),
+    "corpus_distb_s1": ("79951edace64", "data/corpus"),
+    "corpus_distg": ("821260a79e70", "data/corpus"),
+    "corpus_distg_s1": ("39219923e8bf", "data/corpus"),
     "corpus_wild": ("905eb0612781", "data/corpus"),
     "corpus_wild_s1": ("90216a45e01c", "data/corpus"),
     "corpus_tame": ("02d86ca81aa2", "data/corpus"),
@@ -312,11 +318,25 @@ def _set(dotted: str, value):
      "fix it in params.yaml (recipes.teacher_children.students.max_age)"),
     ("corpus_child_s0", "recipes.teacher_children.students.label_source", "teacher",
      "corpus_child_s0.students.label_source: must be ground_truth with loss children"),
+    ("corpus_distg", "profiles.corpus_distg.students.gt_weight", 1.5,
+     "corpus_distg.students.gt_weight: must be <= 1, got 1.5"),
+    ("corpus_gt", "profiles.corpus_gt.students.gt_weight", 0.5,
+     "corpus_gt.students.gt_weight: is 0.5, but label_source ground_truth learns real ages alone; set gt_weight: 0 "
+     "or label_source: teacher"),
 ])
 def test_bad_settings_are_one_line_naming_profile_key_and_place(tmp_path, profile, dotted, value, message):
     with pytest.raises(ConfigError) as err:
         load_settings(profile, _write(tmp_path, _set(dotted, value)))
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_field_hashed_only_when_set_keeps_every_other_profile_current(tmp_path):
+    """gt_weight came after results existed: 0 hashes as its absence (the pins above hold), a value does not."""
+    plain = load_settings("corpus_distc", PARAMS)
+    assert plain.students.gt_weight == 0
+    zero = load_settings("corpus_distc", _write(tmp_path, _set("profiles.corpus_distc.students.gt_weight", 0)))
+    half = load_settings("corpus_distc", _write(tmp_path, _set("profiles.corpus_distc.students.gt_weight", 0.5)))
+    assert zero.section_hash(*HASHED) == plain.section_hash(*HASHED) != half.section_hash(*HASHED)
 
 
 def test_choices_come_from_the_registries(tmp_path):

@@ -13,6 +13,7 @@ from agedistill_core.students.losses import (
     DistributionLoss,
     PaperLoss,
     agreement_weights,
+    blend_ground_truth,
     gaussian_labels,
     make_loss,
 )
@@ -118,6 +119,28 @@ def test_distribution_loss_ground_truth_labels():
     assert logits.grad is not None
     with pytest.raises(ValueError, match="target_probs"):
         loss(logits, torch.tensor([1.0, 2.0]), torch.ones(2, 100) / 100)
+
+
+def test_blend_ground_truth_mixes_real_ages_where_known():
+    teacher = gaussian_labels(torch.tensor([30.0, 8.0, 60.0]), sigma=5.0).numpy()
+    t_age = teacher @ np.arange(101.0)
+    gt = np.array([20.0, np.nan, 70.0], np.float32)
+    age, probs = blend_ground_truth(t_age, teacher, gt, 0.25)
+    assert age[0] == pytest.approx(0.75 * t_age[0] + 0.25 * 20.0, abs=1e-4)
+    assert age[1] == pytest.approx(t_age[1], abs=1e-5) and np.array_equal(probs[1], teacher[1])  # no real age
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert probs[0] @ np.arange(101.0) == pytest.approx(age[0], abs=1e-2)  # the vector's mean is the mixed age
+    # cross-entropy is linear in its target: the mixed vector trains (1 - w) x teacher + w x real age
+    logq = torch.log_softmax(torch.randn(3, 101, generator=torch.Generator().manual_seed(0)), 1).numpy()
+    real = gaussian_labels(torch.tensor([20.0]), 2.0).numpy()[0]
+    ce = lambda p: -(p * logq[0]).sum()  # noqa: E731
+    assert ce(probs[0]) == pytest.approx(0.75 * ce(teacher[0]) + 0.25 * ce(real), rel=1e-4)
+    same_age, same = blend_ground_truth(t_age, teacher, gt, 0.0)  # weight 0: the teacher's targets
+    assert np.array_equal(same, teacher) and np.array_equal(same_age, t_age.astype(np.float32))
+    assert np.allclose(blend_ground_truth(t_age, teacher, gt, 1.0)[1][2], gaussian_labels(torch.tensor([70.0])).numpy()[0],
+                       atol=1e-6)
+    with pytest.raises(ValueError, match="gt weight"):
+        blend_ground_truth(t_age, teacher, gt, 1.5)
 
 
 def test_distribution_weighting():

@@ -37,6 +37,18 @@ def test_ship_writes_a_slim_checkpoint_onnx_and_card(tiny_settings, tmp_path):
     assert f"| {run['run']} |" in card  # its own row in the accuracy table
     assert (out / "model.onnx").stat().st_size > 100_000
 
+    # validation chooses between recipes: `report --split val` scores that split; a card is never made of it
+    from agedistill_core.errors import ConfigError
+
+    val_rows = score("tiny", [run["checkpoint"]], str(settings.params_path), split="val")
+    n_val = len(load_split(settings, "val"))
+    assert [(r["split"], r["test_faces"]) for r in val_rows] == [("val", n_val)] * 2 and rows[0]["split"] == "test"
+    assert n_val != rows[0]["test_faces"] and val_rows[1]["mae_to_teacher"] != rows[1]["mae_to_teacher"]
+    report.write_text(json.dumps({"rows": val_rows, "by_source": []}, default=str))
+    with pytest.raises(ConfigError, match="scored on the val split"):
+        ship("tiny", run["checkpoint"], str(report), str(tmp_path / "model2"), str(settings.params_path))
+    assert not (tmp_path / "model2").exists()
+
 
 def test_the_card_of_a_warm_started_student_names_its_start_by_content(tiny_settings, tmp_path):
     """A warm start's card names the checkpoint's path and its sha1 then: the path may later hold

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,3 +140,22 @@ def test_ddp_two_gloo_processes(tiny_settings, tmp_path):
     assert ckpt["epoch"] == 1 and not any(k.startswith("module.") for k in ckpt["model"])
     assert len(_train_rows(out)) == 2  # rank 0 alone wrote the log: one row per epoch
     assert r0["best_val_loss"] == pytest.approx(r1["best_val_loss"])  # same weights on both ranks
+
+
+def test_gt_weight_trains_and_validates_on_real_ages_where_known(tiny_settings):
+    """students.gt_weight 1: every face of the tiny UTKFace table (all have real ages) learns its
+    real age, in training and in validation; the checkpoint's data fingerprints say so."""
+    from dataclasses import replace
+
+    from agedistill_core.labeltable import load_splits
+
+    s = tiny_settings("gt", epochs=1, loss="distribution", gt_weight=1.0, augment=False)
+    train_student(s, "mn3_small", progress=False)
+    out = run_dir(s, "mn3_small")
+    assert "-gt1-" in out.name
+    data = load_checkpoint(out / "best.pt")["config"]["data"]
+    splits = load_splits(s, ("train", "val"))
+    for split, faces in splits.items():
+        assert np.isfinite(faces.gt_age).all() and not np.allclose(faces.gt_age, faces.target_age)
+        real = replace(faces, target_age=faces.gt_age.astype(np.float32))
+        assert data[split] == real.fingerprint() != faces.fingerprint(), split
