@@ -79,8 +79,39 @@ def test_the_card_says_which_augmentation_trained_the_student():
     assert "JPEG on 25% of faces" in wild
 
 
+def test_the_card_says_whether_real_ages_were_learned():
+    from agedistill_core.inference.ship import _teaching
+
+    assert _teaching({"label_source": "teacher"}).endswith("never the real ages.")
+    assert _teaching({"label_source": "teacher", "gt_weight": 0}) == _teaching({})  # older checkpoints: no key
+    assert "learned its real age alone (`gt_weight` 1)" in _teaching({"gt_weight": 1.0})
+    assert "50% its real age and 50% the teacher's" in _teaching({"gt_weight": 0.5})
+    assert "ground-truth baseline" in _teaching({"label_source": "ground_truth"})
+
+
 def test_the_card_says_how_the_head_reads_as_an_age():
     from agedistill_core.inference.ship import _head
 
     assert _head({"n_outputs": 1}) == "one output: the age in years"
     assert "101 outputs" in _head({"n_outputs": 101}) and "ages 0..100" in _head({"n_outputs": 101})
+
+
+def test_speed_blocks_alternate_and_fill_the_block(monkeypatch):
+    """interleaved_seconds: every fn is warmed up and sized once, then their blocks alternate."""
+    from agedistill_core.inference import ship as ship_mod
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(ship_mod.time, "perf_counter", lambda: clock["t"])
+    calls: list[str] = []
+
+    def fn(name: str, seconds: float):
+        def call():
+            calls.append(name)
+            clock["t"] += seconds
+        return call
+
+    fast, slow = ship_mod.interleaved_seconds([fn("fast", 0.001), fn("slow", 0.05)], rounds=3, block_s=0.02)
+    assert fast == pytest.approx(0.001) and slow == pytest.approx(0.05)
+    rounds = calls[4:]  # after warm-up + sizing: blocks of 20 fast calls (20 ms), 1 slow call, alternating
+    assert calls[:4] == ["fast", "fast", "slow", "slow"]
+    assert rounds == (["fast"] * 20 + ["slow"]) * 3
