@@ -219,11 +219,16 @@ def _check_children(s: Settings, where: _Where) -> None:
 
 
 def _check_gt_weight(s: Settings, where: _Where) -> None:
-    """``gt_weight`` mixes real ages into the teacher's targets: it needs the teacher's targets."""
+    """``gt_weight`` mixes real ages into the teacher's stored targets: it needs those targets, and
+    the teacher in the loop would replace them with its labels of each view (the real ages unused)."""
     cfg = s.students
     if cfg.gt_weight and cfg.label_source != "teacher":
         raise where.error(("students", "gt_weight"), f"is {cfg.gt_weight:g}, but label_source {cfg.label_source} "
                                                      f"learns real ages alone; set gt_weight: 0 or label_source: teacher")
+    if cfg.gt_weight and cfg.teacher_in_loop:
+        raise where.error(("students", "gt_weight"), f"is {cfg.gt_weight:g}, but teacher_in_loop relabels every "
+                                                     f"view with the teacher alone; set gt_weight: 0 or "
+                                                     f"teacher_in_loop: false")
 
 
 def _inside(path: Path, folder: Path) -> bool:

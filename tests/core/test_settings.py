@@ -328,6 +328,9 @@ def _set(dotted: str, value):
     ("corpus_gt", "profiles.corpus_gt.students.gt_weight", 0.5,
      "corpus_gt.students.gt_weight: is 0.5, but label_source ground_truth learns real ages alone; set gt_weight: 0 "
      "or label_source: teacher"),
+    ("corpus_distg", "profiles.corpus_distg.students.teacher_in_loop", True,
+     "corpus_distg.students.gt_weight: is 0.5, but teacher_in_loop relabels every view with the teacher alone; "
+     "set gt_weight: 0 or teacher_in_loop: false"),
 ])
 def test_bad_settings_are_one_line_naming_profile_key_and_place(tmp_path, profile, dotted, value, message):
     with pytest.raises(ConfigError) as err:
