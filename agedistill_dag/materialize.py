@@ -53,7 +53,7 @@ from agedistill_core.settings import find_params
 from agedistill_dag.definitions import build_definitions, graph_jobs
 from agedistill_dag.partitions import lfwc_key, lfwc_partitions
 from agedistill_dag.profile import Profile
-from agedistill_dag.supervise import die_with_parent, signals_deferred
+from agedistill_dag.supervise import quiet_pool_init, sigint_blocked, signals_deferred
 
 LOG = logging.getLogger("agedistill.dag.materialize")
 
@@ -200,11 +200,20 @@ def quiet_instance_home(home: str | os.PathLike | None) -> None:
     os.replace(tmp, home / "dagster.yaml")
 
 
-def _pool_process_init(parent: int) -> None:
-    """In each pool process: die with the launcher, and no KeyboardInterrupt traceback from an idle
-    process on Ctrl-C (a run in progress still sees it: Dagster installs its own handler)."""
-    die_with_parent(signal.SIGKILL, parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+class QuietPool(ProcessPoolExecutor):
+    """Spawned pool processes that die with this process and never print a KeyboardInterrupt
+    traceback of their own: a terminal's Ctrl-C goes to the whole process group, and a process
+    still importing the main module (before any initializer runs) would otherwise raise it.
+    ``submit`` (which starts processes on demand) holds SIGINT back, so each process starts with
+    it blocked; this process gets its Ctrl-C when ``submit`` returns."""
+
+    def __init__(self, jobs: int):
+        super().__init__(jobs, mp_context=multiprocessing.get_context("spawn"),
+                         initializer=quiet_pool_init, initargs=(os.getpid(),))
+
+    def submit(self, fn, /, *args, **kwargs):
+        with sigint_blocked():
+            return super().submit(fn, *args, **kwargs)
 
 
 class _SignalsDuringRun:
@@ -296,9 +305,7 @@ def materialize_all(profile: str | None = None, params: str | None = None,
     only = set(assets) if assets is not None else None
     launch = {LAUNCH_TAG: uuid.uuid4().hex}       # marks this call's runs (to cancel them when interrupted)
     done = Materialized(instance)
-    pool = (ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                initializer=_pool_process_init, initargs=(os.getpid(),))
-            if in_pool else None)
+    pool = QuietPool(jobs) if in_pool else None
     try:
         for wave in stage_waves(p, defs):
             todo = []

@@ -41,6 +41,30 @@ def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> Non
 
 
 @contextmanager
+def sigint_blocked():
+    """SIGINT held back in this thread for the block (then delivered, once, if it came): what a
+    process started meanwhile inherits, so it cannot be interrupted before it decides how to."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def quiet_pool_init(parent: int) -> None:
+    """In each process of ``agedistill_dag.materialize.QuietPool``: die with the launcher; drop a
+    Ctrl-C that came while it started (SIG_IGN discards a pending signal) and ignore later ones (a
+    run in progress still sees them: Dagster installs its own handler)."""
+    die_with_parent(signal.SIGKILL, parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextmanager
 def signals_deferred():
     """SIGINT and SIGTERM wait until the block ends (then go to the handler that was there), so a
     second Ctrl-C cannot cut a shutdown short and leave processes behind."""

@@ -56,6 +56,8 @@ EXPECTED = {
     "corpus_distg1": ("b3971bf7f2dd", "data/corpus"),
     "corpus_distg1_s1": ("90941da830cf", "data/corpus"),
     "corpus_distn": ("5501f5214e06", "data/corpus"),
+    "corpus_gt14": ("acdd9072ba62", "data/corpus"),
+    "corpus_gt14_s1": ("c4562ed2dc8c", "data/corpus"),
     "corpus_gtc": ("cbc1b8b84b0c", "data/corpus"),
     "corpus_gtc_s1": ("015c0cd853f4", "data/corpus"),
     "corpus_wild": ("905eb0612781", "data/corpus"),

@@ -143,3 +143,53 @@ def test_ctrl_c_during_training_in_process(tmp_path):
     assert statuses <= {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE}
     assert statuses - {dg.DagsterRunStatus.SUCCESS}, statuses                # the training run did not finish
     assert not (Path(home) / "logs" / "event.log").exists()                  # no telemetry events written
+
+
+POOL_SCRIPT = '''
+import os, signal, sys
+
+if __name__ == "__mp_main__":     # a pool process importing this file: held here until the test's Ctrl-C
+    with open(os.environ["POOL_FIFO"]) as fifo:
+        fifo.read()               # end of file: the test sent Ctrl-C, then closed its end
+
+
+def pid():
+    return os.getpid()
+
+
+if __name__ == "__main__":
+    from agedistill_dag.materialize import QuietPool
+    got = []
+    signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    with QuietPool(1) as pool:
+        child = pool.submit(pid).result()
+    print(f"ran in another process: {child != os.getpid()}; Ctrl-C here: {got}", flush=True)
+'''
+
+
+def test_ctrl_c_while_a_pool_process_imports_leaves_no_traceback(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, pool processes included.  One that is
+    still importing the main module (before any initializer runs; the cluster's CI run hit it)
+    must not print a KeyboardInterrupt traceback: it starts with SIGINT blocked and discards it;
+    the launcher gets its Ctrl-C once, and the pool still runs the task."""
+    script, fifo = tmp_path / "pool_script.py", tmp_path / "fifo"
+    script.write_text(POOL_SCRIPT)
+    os.mkfifo(fifo)
+    env = {**os.environ, "POOL_FIFO": str(fifo), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True, text=True, cwd=Path(__file__).parents[2])
+    opened, holder = threading.Event(), []
+    threading.Thread(target=lambda: (holder.append(open(fifo, "w")), opened.set()), daemon=True).start()
+    try:
+        # the open returns once the pool process opened its end: it is inside the import
+        assert opened.wait(300), "the pool process never reached the import"
+        os.killpg(proc.pid, signal.SIGINT)
+        holder[0].close()
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out
+    assert "ran in another process: True; Ctrl-C here: [2]" in out, out
