@@ -172,6 +172,12 @@ def _commands(sub) -> None:
     fp.add_argument("--no-augment", action="store_true")
 
 
+# Ctrl-C: one line, exit 130.  Every stage writes atomically (a shard, a partition, a checkpoint
+# is there whole or not at all) and skips what is already done, and training resumes from last.pt.
+INTERRUPTED = ("interrupted: finished work is kept (each finished shard or partition, the last epoch's "
+               "last.pt); run the same command to go on from there")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
@@ -179,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         args.params = args.sub_params
     if getattr(args, "sub_profile", None):
         args.profile = args.sub_profile
-    return run_command(lambda: _run(args))
+    return run_command(lambda: _run(args), interrupted=INTERRUPTED)
 
 
 def _run(args: argparse.Namespace) -> int:

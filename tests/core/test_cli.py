@@ -78,3 +78,39 @@ def test_one_error_handler(capsys):
         run_command(fail(SystemExit(128 + 15)), stopped="every worker stopped")
     assert capsys.readouterr().err == "stopped by signal 15: every worker stopped\n"
     assert run_command(lambda: None) == 0 and run_command(lambda: 3) == 3
+
+
+def test_ctrl_c_is_one_line_and_keeps_the_finished_work(tmp_path):
+    """Ctrl-C (SIGINT to the command's process group, as a terminal sends it) during training:
+    exit 130 with one line saying what is kept, no traceback, and the finished epoch's last.pt
+    is there for the next run to resume from."""
+    import os
+    import signal
+
+    from agedistill_testing import ProcessOutput
+    p = write_params(tmp_path, {"tiny": {
+        "workdir": str(tmp_path / "work"), "shard_size": 10,
+        "dataset": {"name": "demo", "root": str(tmp_path / "raw"), "limit": 12},
+        "teacher": {"variants": 1, "threads": 1},
+        "students": {"archs": ["mn3_small"], "epochs": 1000, "batch_size": 8, "threads": 1}}})
+    for stage in ("manifest", "crops", "label", "vmage"):
+        r = run_cli("--params", str(p), "--profile", "tiny", stage)
+        assert r.returncode == 0, r.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "agedistill_core.cli", "--params", str(p), "--profile", "tiny",
+                             "train"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True,   # SIGINT as a terminal user has it (a background shell ignores it)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    out = ProcessOutput(proc)
+    try:
+        out.wait_for(lambda line: "epoch 2/1000: train" in line, 600)   # epoch 1's last.pt was saved before
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = out.finish(60)
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text, text
+    assert text.strip().splitlines()[-1].startswith("interrupted: finished work is kept"), text
+    assert list((tmp_path / "work" / "students").rglob("last.pt")), text
