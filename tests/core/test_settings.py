@@ -58,6 +58,7 @@ EXPECTED = {
     "corpus_distn": ("5501f5214e06", "data/corpus"),
     "corpus_gt14": ("acdd9072ba62", "data/corpus"),
     "corpus_gt14_s1": ("c4562ed2dc8c", "data/corpus"),
+    "corpus_gt14_long": ("b75025bd3ef6", "data/corpus"),
     "corpus_gtc": ("cbc1b8b84b0c", "data/corpus"),
     "corpus_gtc_s1": ("015c0cd853f4", "data/corpus"),
     "corpus_wild": ("905eb0612781", "data/corpus"),
