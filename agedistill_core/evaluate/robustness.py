@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from agedistill_core.corruptions.lfwc import base_faces, complete_parts, partition_dir, partition_faces, selected
 from agedistill_core.metrics import mae
-from agedistill_core.inference.student import load_student
+from agedistill_core.inference.student import load_model
 from agedistill_core.teacher.label import get_teacher, label_crops
 from agedistill_core.progress import Progress
 from agedistill_core.settings import Settings
@@ -29,51 +29,79 @@ from agedistill_core.shards import atomic_write_text, write_table
 LOG = logging.getLogger("agedistill.evaluate.robustness")
 
 
-def run_robustness(settings: Settings) -> pa.Table | None:
-    """MAE per model x corruption x severity over the partitions on disk (None if none)."""
+def finished_partitions(settings: Settings) -> dict[tuple[str, int], list[Path]]:
+    """The finished LFW+C partitions on disk, ``(corruption, severity) -> part files``, in the
+    profile's order; unfinished ones are logged (with the command that finishes them) and left out."""
     finished = {(n, s): complete_parts(settings, n, s) for n, s in selected(settings)}
-    done = [(n, s) for (n, s), parts in finished.items() if parts]
     partial = [f"{n}-s{s}" for (n, s), parts in finished.items()
                if parts is None and any(partition_dir(settings, n, s).glob("part-*.parquet"))]
     if partial:
         LOG.info(f"robustness: skipping {len(partial)} unfinished LFW+C partition(s) ({', '.join(partial[:5])}"
             f"{', ...' if len(partial) > 5 else ''}); run `agedistill lfwc` to finish them")
-    if not done:
-        return None
+    return {key: parts for key, parts in finished.items() if parts}
+
+
+def robustness_rows(settings: Settings, checkpoints: dict[str, str | Path], *, teacher: bool = True,
+                    partitions: dict[tuple[str, int], list[Path]] | None = None) -> list[dict]:
+    """MAE per model x (clean + each finished partition): one row per model, corruption and severity.
+
+    ``checkpoints`` maps a model name (the row's ``model``) to a student checkpoint or ONNX
+    model; ``teacher`` adds the profile's teacher first, as ``"teacher"``.  The clean base faces
+    are the row ``("clean", 0)``.  ``partitions`` defaults to ``finished_partitions(settings)``.
+    Rows: ``model, corruption, severity, faces, mae, target`` (``ground_truth`` where the base
+    set has real ages, else ``teacher_clean``)."""
+    if teacher and "teacher" in checkpoints:
+        raise ValueError("robustness_rows: the name 'teacher' is the teacher's; rename that checkpoint")
+    done = finished_partitions(settings) if partitions is None else partitions
     base = base_faces(settings)
     has_gt = bool(np.isfinite(base.gt_age).any())
     target_of = dict(zip(base.image_id, base.gt_age if has_gt else base.teacher_age))
-    teacher = get_teacher(settings)
-    models: list[tuple[str, object]] = [("teacher", None)]
-    models += [(ckpt.parent.name, load_student(ckpt)) for ckpt in sorted(Path(settings.students_dir).glob("*/best.pt"))]
+    models: list[tuple[str, object]] = [("teacher", None)] if teacher else []
+    models += [(name, load_model(path)) for name, path in checkpoints.items()]
+    net = get_teacher(settings) if teacher else None
 
     def predict(model, ids, images) -> np.ndarray:
         if model is None:
-            outputs, kept = label_crops(teacher, images, ids, batch_size=settings.teacher.batch_size)
+            outputs, kept = label_crops(net, images, ids, batch_size=settings.teacher.batch_size)
             ages = np.full(len(ids), np.nan)
             if outputs:
                 ages[kept] = np.concatenate([o.age for o in outputs])
             return ages
         return model.predict_jpegs(images, settings.evaluate.batch_size)
 
-    rows = []
+    rows: list[dict] = []
     cases = [("clean", 0, base.image_id, base.jpeg)] + [
-        (n, s, *partition_faces(finished[(n, s)])) for n, s in done]
+        (n, s, *partition_faces(parts)) for (n, s), parts in done.items()]
     bar = Progress(len(cases), "robustness", "partition", logger=LOG)
     for name, sev, ids, images in cases:
         target = np.array([target_of[i] for i in ids], np.float64)
         for run, model in models:
-            rows.append(dict(model=run, corruption=name, severity=sev, faces=len(ids),
+            rows.append(dict(model=run, corruption=name, severity=int(sev), faces=len(ids),
                              mae=mae(predict(model, ids, images), target),
                              target="ground_truth" if has_gt else "teacher_clean"))
-        LOG.info(f"robustness {name} s{sev}: " + ", ".join(f"{r['model']} {r['mae']:.2f}" for r in rows[-len(models):]))
+        if models:
+            LOG.info(f"robustness {name} s{sev}: " + ", ".join(f"{r['model']} {r['mae']:.2f}" for r in rows[-len(models):]))
         bar.update()
     bar.close()
+    return rows
+
+
+def run_robustness(settings: Settings) -> pa.Table | None:
+    """MAE of the teacher and every trained student (each run folder's ``best.pt``) per
+    corruption x severity over the partitions on disk (None if none); writes the long table,
+    Table 6 (Markdown) and Figure 4 under the profile's benchmarks folder."""
+    done = finished_partitions(settings)
+    if not done:
+        return None
+    students = {ckpt.parent.name: ckpt for ckpt in sorted(Path(settings.students_dir).glob("*/best.pt"))}
+    rows = robustness_rows(settings, students, teacher=True, partitions=done)
+    models = ["teacher", *students]
+    has_gt = rows[0]["target"] == "ground_truth"
     table = pa.Table.from_pylist(rows)
     out = settings.benchmarks_dir
     write_table(table, out / "robustness.parquet")
-    atomic_write_text(out / "robustness.md", table6_markdown(rows, [m for m, _ in models], has_gt))
-    plot_robustness(rows, [m for m, _ in models], out / "robustness.png")
+    atomic_write_text(out / "robustness.md", table6_markdown(rows, models, has_gt))
+    plot_robustness(rows, models, out / "robustness.png")
     return table
 
 
