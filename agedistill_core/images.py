@@ -165,3 +165,22 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
         return rgb
     interp = cv2.INTER_AREA if min(h, w) > size else cv2.INTER_LINEAR
     return cv2.resize(rgb, (size, size), interpolation=interp)
+
+
+# How a student's input is made from a face crop: one rule per student, recorded in its training
+# config (``students.resize``) and in an exported model's metadata, so that training, evaluation,
+# ``predict`` and ONNX all resize alike.  ``bilinear``: cv2's INTER_LINEAR, every student before the
+# rule existed (a 160 -> 96 px shrink passes pixel noise through almost whole).  ``area``: area
+# averaging when shrinking (noise averaged away, as in the teacher's input), bilinear when growing.
+STUDENT_RESIZES = ("bilinear", "area")
+
+
+def resize_input(rgb: np.ndarray, size: int, rule: str = "bilinear") -> np.ndarray:
+    """A crop as a student with resize ``rule`` sees it: ``(size, size, 3)``."""
+    if rule == "area":
+        return resize(rgb, size)
+    if rule != "bilinear":
+        raise ValueError(f"unknown student resize {rule!r}; one of {', '.join(STUDENT_RESIZES)}")
+    if rgb.shape[:2] == (size, size):
+        return rgb
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from agedistill_core.errors import ConfigError, DataError
+from agedistill_core.inference.student import checkpoint_resize
 from agedistill_core.ages import ADIENCE_GROUPS, FAIRFACE_GROUPS, adience_edges, age_to_group
 from agedistill_core.metrics import epsilon_error, group_accuracy, mae
 from agedistill_core.settings import FaceSettings, Settings, load_settings
@@ -146,6 +147,7 @@ class Finetune:
         c = self.ckpt["config"]
         self.arch, self.input_size = c["arch"], int(cfg.input_size or c["input_size"])
         self.faces = checkpoint_faces(c, settings.faces)
+        self.resize = checkpoint_resize(c)   # framed and resized exactly as the checkpoint records
         self.loss = make_loss(cfg.loss, n_groups=n_groups) if cfg.loss in GROUP_LOSSES else make_loss(cfg.loss)
         self.loss.uses_probs = False
         self.seed = cfg.seed if cfg.seed is not None else settings.seed
@@ -157,7 +159,8 @@ class Finetune:
 
     def dataset(self, faces: FaceSet, augment: bool) -> FaceDataset:
         policy = AugmentConfig.from_setting(self.settings.students.augment) if augment else AugmentConfig(enabled=False)
-        return FaceDataset(faces, self.input_size, self.faces.margin, policy, self.seed, threads=torch.get_num_threads())
+        return FaceDataset(faces, self.input_size, self.faces.margin, policy, self.seed, threads=torch.get_num_threads(),
+                           resize=self.resize)
 
     def model(self) -> torch.nn.Module:
         """The student of ``init_from``: its whole network (age head), or its body under a new
@@ -175,7 +178,8 @@ class Finetune:
         optimizer, scheduler = make_optimizer(model, self.settings, self.arch)
         config = {"arch": self.arch, "timm": STUDENTS.get(self.arch).timm_name,
                   "input_size": self.input_size, "lr": optimizer.param_groups[0]["lr"], "batch_size": self.batch_size,
-                  "n_outputs": self.loss.n_outputs, "students": asdict(cfg), "profile": self.settings.profile,
+                  "n_outputs": self.loss.n_outputs, "students": {**asdict(cfg), "resize": self.resize},
+                  "profile": self.settings.profile,
                   "seed": self.seed, "data": {"train": train.fingerprint(), "train_faces": len(train), **data},
                   "faces": asdict(self.faces), "init_from": str(self.path)}
         run = Run(name=name, out=self.out / folder, config=config, epochs=cfg.epochs, batch_size=self.batch_size,

@@ -94,7 +94,7 @@ _NOT_FRAMING = ("workers",)
 def model_metadata(config: dict) -> dict:
     """The metadata of an exported student, from its checkpoint's ``config``."""
     from agedistill_core.images import VGGFACE2_MEAN_RGB
-    from agedistill_core.inference.student import METADATA_FORMAT, METADATA_VERSION
+    from agedistill_core.inference.student import METADATA_FORMAT, METADATA_VERSION, checkpoint_resize
     from agedistill_core.students.losses import make_loss
 
     loss_name = config.get("students", {}).get("loss", "paper")
@@ -111,7 +111,7 @@ def model_metadata(config: dict) -> dict:
         "arch": config.get("arch"), "timm": config.get("timm"), "n_outputs": int(config["n_outputs"]),
         "loss": loss_name, "profile": config.get("profile"),
         "input": {"name": INPUT_NAME, "size": int(config["input_size"]), "layout": "NCHW", "channels": "RGB",
-                  "resize": "bilinear", "mean": [float(v) for v in VGGFACE2_MEAN_RGB], "scale": 1.0},
+                  "resize": checkpoint_resize(config), "mean": [float(v) for v in VGGFACE2_MEAN_RGB], "scale": 1.0},
         "output": head,
         "faces": faces,
     }

@@ -48,11 +48,11 @@ class TorchMember(Member):
         self.student, self.n_outputs, self.threads = student, n_out, int(threads)
 
     def resize(self, crops: np.ndarray) -> np.ndarray:
-        import cv2
+        from agedistill_core.inference.student import student_inputs
 
         s = self.input_size
-        if crops.shape[1] != s or crops.shape[2] != s:  # bilinear, as the student's validation
-            crops = np.stack([cv2.resize(c, (s, s), interpolation=cv2.INTER_LINEAR) for c in crops])
+        if crops.shape[1] != s or crops.shape[2] != s:  # the student's own rule, as in its validation
+            crops = student_inputs(list(crops), s, self.student.resize)
         return crops
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ import torch
 
 from agedistill_core.errors import ConfigError
 from agedistill_core.images import VGGFACE2_MEAN_RGB
+from agedistill_core.inference.student import checkpoint_resize
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
 from agedistill_core.students.engine import total_epochs
@@ -119,7 +120,7 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
         "- Kept out of training: the test splits of UTKFace crop_part1 and of a fixed-seed 20% of UTKFace rest.",
         f"- Framing (what `agedistill predict` does before the network): detector `{cfg.get('faces', {}).get('detector')}`, "
         f"alignment `{cfg.get('faces', {}).get('align')}`, {cfg.get('faces', {}).get('crop_size')} px crop with margin "
-        f"{cfg.get('faces', {}).get('margin')}, resized to {cfg['input_size']} px; RGB minus the VGGFace2 mean "
+        f"{cfg.get('faces', {}).get('margin')}, resized to {cfg['input_size']} px ({_resize_words(cfg)}); RGB minus the VGGFace2 mean "
         f"{VGGFACE2_MEAN_RGB}.",
         "",
         "## Recipe",
@@ -197,6 +198,11 @@ def _head(cfg: dict) -> str:
     if n == 1:
         return "one output: the age in years"
     return f"{n} outputs: a softmax over ages 0..{n - 1}, the age is its expectation"
+
+
+def _resize_words(cfg: dict) -> str:
+    rule = checkpoint_resize(cfg)
+    return "area averaging: pixel noise averaged away" if rule == "area" else "bilinear"
 
 
 def _teaching(st: dict) -> str:

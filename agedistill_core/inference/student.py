@@ -23,11 +23,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from agedistill_core.errors import CheckpointError
-from agedistill_core.images import decode_image
+from agedistill_core.images import STUDENT_RESIZES, decode_image, resize_input
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The shipped default model (a model of this project); `agedistill predict` uses it when
@@ -98,10 +97,19 @@ def read_model_metadata(onnx_path: str | Path, session=None) -> dict:
     return meta
 
 
-def _bilinear_inputs(crops: list[np.ndarray], size: int) -> np.ndarray:
-    """uint8 ``(N, S, S, 3)``: each crop resized bilinearly (the students' validation input)."""
-    return np.stack([c if c.shape[:2] == (size, size) else
-                     cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in crops])
+def checkpoint_resize(config: dict) -> str:
+    """A student's input resize rule (``images.resize_input``) from its training config: its
+    ``students.resize``, ``bilinear`` for students trained before the rule existed."""
+    rule = (config.get("students") or {}).get("resize") or "bilinear"
+    if rule not in STUDENT_RESIZES:
+        raise CheckpointError(f"the student says input resize {rule!r}, which this code does not know "
+                              f"({', '.join(STUDENT_RESIZES)}); update agedistill")
+    return rule
+
+
+def student_inputs(crops: list[np.ndarray], size: int, rule: str) -> np.ndarray:
+    """uint8 ``(N, S, S, 3)``: each crop resized by the student's rule (its validation input)."""
+    return np.stack([resize_input(c, size, rule) for c in crops])
 
 
 @dataclass
@@ -123,9 +131,18 @@ class OnnxStudent:
         return int(self.meta["input"]["size"])
 
     @property
+    def resize(self) -> str:
+        rule = self.meta["input"].get("resize", "bilinear")
+        if rule not in STUDENT_RESIZES:
+            raise CheckpointError(f"{self.path}: input resize {rule!r} in its metadata is unknown to this code "
+                                  f"({', '.join(STUDENT_RESIZES)}); update agedistill")
+        return rule
+
+    @property
     def config(self) -> dict:
         """The training config's parts that inference needs (``faces``: the framing)."""
-        return {"arch": self.arch, "input_size": self.input_size, "faces": self.meta.get("faces")}
+        return {"arch": self.arch, "input_size": self.input_size, "faces": self.meta.get("faces"),
+                "students": {"resize": self.resize}}
 
     @property
     def session(self):
@@ -148,14 +165,14 @@ class OnnxStudent:
         raise CheckpointError(f"{self.path}: unknown output rule {head['ages']!r} in its metadata; update agedistill")
 
     def predict_crops(self, crops: list[np.ndarray], batch_size: int = 128) -> np.ndarray:
-        """Ages for uint8 RGB crops (any size): bilinear resize, minus the mean, NCHW float32."""
+        """Ages for uint8 RGB crops (any size): the student's resize, minus the mean, NCHW float32."""
         spec = self.meta["input"]
         mean = np.asarray(spec["mean"], np.float32).reshape(1, 3, 1, 1)
         sess = self.session
         name = sess.get_inputs()[0].name
         out = []
         for i in range(0, len(crops), batch_size):
-            batch = _bilinear_inputs(crops[i:i + batch_size], self.input_size)
+            batch = student_inputs(crops[i:i + batch_size], self.input_size, self.resize)
             x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) - mean
             out.append(self.ages_from_outputs(sess.run(None, {name: x})[0]))
         return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -222,21 +239,14 @@ class LoadedStudent:
     config: dict
     name: str = "student"
 
+    @property
+    def resize(self) -> str:
+        return checkpoint_resize(self.config)
+
     def inputs(self, crops: list[np.ndarray]) -> np.ndarray:
-        """uint8 ``(N, S, S, 3)``: the crops as the student sees them in validation.
-
-        Square crops (every stored crop) go through ``augment_face`` with
-        augmentation disabled, the students' validation input (``FaceDataset``
-        without augmentation: a bilinear resize to the input size); a
-        non-square array gets the same bilinear resize.
-        """
-        from agedistill_core.students.augment import AugmentConfig, augment_face
-
-        s = self.input_size
-        off = AugmentConfig(enabled=False)
-        rng = np.random.default_rng(0)  # never drawn from: augmentation is off
-        return np.stack([augment_face(c, s, 0.2, rng, off) if c.shape[0] == c.shape[1]
-                         else cv2.resize(c, (s, s), interpolation=cv2.INTER_LINEAR) for c in crops])
+        """uint8 ``(N, S, S, 3)``: the crops as the student sees them in validation
+        (``FaceDataset`` without augmentation): resized to the input size by the student's rule."""
+        return student_inputs(crops, self.input_size, self.resize)
 
     def predict_crops(self, crops: list[np.ndarray], batch_size: int = 128) -> np.ndarray:
         """Ages for uint8 RGB crops (any size), through ``inputs`` and ``batch_tensor``."""

@@ -129,6 +129,9 @@ class StudentSettings:
     gt_weight: Annotated[Number, Field(ge=0, le=1)] = 0  # distillation with real ages (Hinton's hard-label term):
                                        #   a training/validation face with a real age learns this share of it
                                        #   and the rest the teacher's; 0 = the teacher's alone
+    resize: Literal["bilinear", "area"] = "bilinear"  # how a crop becomes the input (images.resize_input):
+                                       #   area averages pixel noise away when shrinking; recorded in the
+                                       #   checkpoint, so evaluation, predict and ONNX resize alike
 
     @property
     def init_path(self) -> Optional[str]:
@@ -243,7 +246,7 @@ class Settings:
 
 # Fields added after results existed, hashed only when set away from their default: a profile that
 # does not use one keeps its hash, so its stage versions and finished results stay current.
-HASHED_WHEN_SET = {"students": ("gt_weight",)}
+HASHED_WHEN_SET = {"students": ("gt_weight", "resize")}
 
 
 # The sections, as Settings declares them (name -> dataclass, in order).

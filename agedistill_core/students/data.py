@@ -19,27 +19,26 @@ import torch
 from torch.utils.data import Dataset
 
 from agedistill_core.errors import DataError, UnreadableImage
-from agedistill_core.images import decode_image
+from agedistill_core.images import decode_image, resize_input
 from agedistill_core.labeltable import FaceSet
 from agedistill_core.students.augment import AugmentConfig, apply_params, batch_tensor, sample_params
 
 
-def decode_at_size(jpeg: bytes, name: str, size: int) -> np.ndarray:
-    """One crop decoded and resized to ``size`` (bilinear: the evaluation framing)."""
+def decode_at_size(jpeg: bytes, name: str, size: int, resize: str = "bilinear") -> np.ndarray:
+    """One crop decoded and resized to ``size`` by the student's ``resize`` rule (what evaluation
+    and ``predict`` do: ``images.resize_input``)."""
     img = decode_image(jpeg, name)
     if img.shape[0] != img.shape[1]:
         raise UnreadableImage(f"{name}: crop is {img.shape[1]}x{img.shape[0]}, not square")
-    if img.shape[0] != size:
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
-    return img
+    return resize_input(img, size, resize)
 
 
-def decode_all(faces: FaceSet, size: int, threads: int = 2) -> np.ndarray:
+def decode_all(faces: FaceSet, size: int, threads: int = 2, resize: str = "bilinear") -> np.ndarray:
     """Every crop of ``faces`` at ``size`` in one uint8 array (threads: OpenCV releases the GIL)."""
     out = np.empty((len(faces), size, size, 3), np.uint8)
 
     def work(i: int) -> None:
-        out[i] = decode_at_size(faces.jpeg[i], faces.image_id[i], size)
+        out[i] = decode_at_size(faces.jpeg[i], faces.image_id[i], size, resize)
 
     if threads > 1 and len(faces) > 64:
         with ThreadPoolExecutor(threads) as pool:
@@ -57,17 +56,18 @@ class FaceDataset(Dataset):
     augmented from there: the warp of SPEC augmentation is applied to the
     input-size image, whose geometry (face box centred, ``margin`` around it)
     is the stored crop's.  Without augmentation an item is exactly the
-    bilinear resize that evaluation and ``predict`` use.
+    resize (``resize``: the student's rule) that evaluation and ``predict`` use.
     """
 
     def __init__(self, faces: FaceSet, size: int, margin: float, augment: AugmentConfig, seed: int = 0,
-                 *, threads: int = 2, channels_last: bool = True, images: np.ndarray | None = None):
+                 *, threads: int = 2, channels_last: bool = True, images: np.ndarray | None = None,
+                 resize: str = "bilinear"):
         if len(faces) == 0:
             raise DataError("no faces in this split; check the split sizes, students.sources and the label table")
         self.faces, self.size, self.margin, self.augment, self.seed = faces, size, margin, augment, seed
         self.channels_last = channels_last
         self.epoch = 0
-        self.images = images if images is not None else decode_all(faces, size, threads)
+        self.images = images if images is not None else decode_all(faces, size, threads, resize)
         self.probs = (faces.target_probs if faces.target_probs is not None
                       else np.zeros((len(faces), 101), np.float32))
 

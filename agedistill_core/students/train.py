@@ -79,6 +79,8 @@ def recipe_hash(settings: Settings) -> str:
         payload["max_age"] = s.max_age
     if s.gt_weight:  # likewise
         payload["gt_weight"] = s.gt_weight
+    if s.resize != "bilinear":  # likewise
+        payload["resize"] = s.resize
     text = json.dumps(_jsonable(payload), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:6]
 
@@ -96,6 +98,8 @@ def _readable(settings: Settings, arch: str) -> list[str]:
         parts.append(s.balance)
     if s.gt_weight:
         parts.append(f"gt{s.gt_weight:g}")
+    if s.resize != "bilinear":
+        parts.append(s.resize)
     if s.sources:
         parts.append("+".join(s.sources))
     if s.max_train_faces is not None:
@@ -234,9 +238,9 @@ def train_student(settings: Settings, arch: str, *, resume: bool = True,
     threads = torch.get_num_threads()
     input_size = cfg.input_size or spec.input_size
     train_ds = FaceDataset(train, input_size, settings.faces.margin, aug, seed,
-                           threads=threads, channels_last=cfg.channels_last)
+                           threads=threads, channels_last=cfg.channels_last, resize=cfg.resize)
     val_ds = FaceDataset(val, input_size, settings.faces.margin, AugmentConfig(enabled=False),
-                         threads=threads, channels_last=cfg.channels_last)
+                         threads=threads, channels_last=cfg.channels_last, resize=cfg.resize)
     if cfg.teacher_in_loop:
         from agedistill_core.students.consistent import TeacherInLoop
         train_ds = TeacherInLoop(train_ds, settings, mixup=float(cfg.mixup), seed=seed)
