@@ -30,7 +30,8 @@ import numpy as np
 
 from agedistill_core.cli import setup_logging
 from agedistill_core.corruptions.lfwc import partition_version
-from agedistill_core.evaluate.robustness import finished_partitions, robustness_rows, table6, table6_markdown
+from agedistill_core.evaluate.robustness import (finished_partitions, plot_robustness, robustness_rows, table6,
+                                                  table6_markdown)
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
 
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-teacher", action="store_true", help="score the named checkpoints only")
     ap.add_argument("--teacher-json", type=Path, help="reuse the teacher's rows from here, or write them here")
     ap.add_argument("--json", type=Path, help="also write the long rows and the tables here")
+    ap.add_argument("--plot", type=Path, help="also draw Figure 4 (MAE per corruption, one bar per model) here")
     args = ap.parse_args(argv)
     setup_logging()
     checkpoints = named_checkpoints(args.checkpoints)
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             "target": rows[0]["target"], "sets": len(done), "checkpoints": {k: str(v) for k, v in checkpoints.items()},
             "table6": table6(rows, models), "by_severity": severity, "rows": rows}, indent=1))
         LOG.info(f"robustness_of: wrote {args.json}")
+    if args.plot:
+        LOG.info(f"robustness_of: wrote {plot_robustness(rows, models, args.plot)}")
     return 0
 
 

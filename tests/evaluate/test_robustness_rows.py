@@ -101,7 +101,8 @@ def test_benchmark_script_prints_table6_and_reuses_the_teachers_rows(lfwc_profil
     assert {r["model"] for r in first["rows"]} == {"teacher", "mine"}
 
     with agedistill_messages() as messages:
-        assert script.main(argv) == 0
+        assert script.main(argv + ["--plot", str(tmp_path / "fig4.png")]) == 0
     assert any("the teacher's rows from" in m for m in messages), messages
+    assert (tmp_path / "fig4.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = json.loads(out_json.read_text())
     assert again["rows"] == first["rows"]
