@@ -205,11 +205,16 @@ def _resize_words(cfg: dict) -> str:
     return "area averaging: pixel noise averaged away" if rule == "area" else "bilinear"
 
 
+def _real_age_share(st: dict) -> float:
+    """``students.gt_weight`` of a checkpoint's settings (0 for those from before it)."""
+    return float(st.get("gt_weight") or 0)
+
+
 def _teaching(st: dict) -> str:
     """What the student learned (``label_source``, ``gt_weight`` of its ``students`` settings), in words."""
     if st.get("label_source", "teacher") != "teacher":
         return "on real ages: it learned the real ages of its training faces, no teacher (a ground-truth baseline)."
-    w = float(st.get("gt_weight") or 0)
+    w = _real_age_share(st)
     if not w:
         return "by knowledge distillation: it learned the teacher's ages on a corpus of faces, never the real ages."
     share = "its real age alone" if w == 1 else f"{w:.0%} its real age and {1 - w:.0%} the teacher's"
@@ -219,7 +224,7 @@ def _teaching(st: dict) -> str:
 
 def _teacher_limits(st: dict) -> list[str]:
     """The card's first limits: what the student's targets make of it."""
-    if float(st.get("gt_weight") or 0):
+    if _real_age_share(st):
         return ["- Learned from one teacher (a small ONNX age network) on most faces, so it inherits much of the "
                 "teacher's bias there; the real ages it learned are UTKFace's, so its UTKFace test scores are in "
                 "the distribution of those labels, and FairFace is the check outside it.",
@@ -232,7 +237,7 @@ def _teacher_limits(st: dict) -> list[str]:
 
 
 def _gt_weight(st: dict) -> str:
-    w = float(st.get("gt_weight") or 0)
+    w = _real_age_share(st)
     return f"real ages where known x{w:g} (`gt_weight`); " if w else ""
 
 

@@ -97,14 +97,20 @@ def read_model_metadata(onnx_path: str | Path, session=None) -> dict:
     return meta
 
 
+def known_resize(rule: str | None, where: str = "the student") -> str:
+    """``rule`` (``bilinear`` when absent: students from before the rule), or a one-line
+    ``CheckpointError`` naming ``where`` when this code does not know it."""
+    rule = rule or "bilinear"
+    if rule not in STUDENT_RESIZES:
+        raise CheckpointError(f"{where}: input resize {rule!r} is unknown to this code "
+                              f"({', '.join(STUDENT_RESIZES)}); update agedistill")
+    return rule
+
+
 def checkpoint_resize(config: dict) -> str:
     """A student's input resize rule (``images.resize_input``) from its training config: its
     ``students.resize``, ``bilinear`` for students trained before the rule existed."""
-    rule = (config.get("students") or {}).get("resize") or "bilinear"
-    if rule not in STUDENT_RESIZES:
-        raise CheckpointError(f"the student says input resize {rule!r}, which this code does not know "
-                              f"({', '.join(STUDENT_RESIZES)}); update agedistill")
-    return rule
+    return known_resize((config.get("students") or {}).get("resize"))
 
 
 def student_inputs(crops: list[np.ndarray], size: int, rule: str) -> np.ndarray:
@@ -132,11 +138,7 @@ class OnnxStudent:
 
     @property
     def resize(self) -> str:
-        rule = self.meta["input"].get("resize", "bilinear")
-        if rule not in STUDENT_RESIZES:
-            raise CheckpointError(f"{self.path}: input resize {rule!r} in its metadata is unknown to this code "
-                                  f"({', '.join(STUDENT_RESIZES)}); update agedistill")
-        return rule
+        return known_resize(self.meta["input"].get("resize"), f"{self.path} (metadata)")
 
     @property
     def config(self) -> dict:

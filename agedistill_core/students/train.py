@@ -37,6 +37,7 @@ import torch
 
 from agedistill_core.errors import CheckpointError, ConfigError
 from agedistill_core.settings import Settings, StudentSettings
+from agedistill_core.settings.sections import HASHED_WHEN_SET
 from agedistill_core.shards import file_sha1
 from agedistill_core.students.augment import AugmentConfig
 from agedistill_core.students.checkpoint import load_checkpoint
@@ -75,12 +76,11 @@ def recipe_hash(settings: Settings) -> str:
                # the warm start's content: a new model shipped to the same path starts a new run folder
                "init_sha1": file_sha1(init_path(settings)),
                "data": {k: asdict(getattr(settings, k)) for k in ("dataset", "split", "faces")}}
-    if s.max_age is not None:  # only when set: the runs from before the field keep their folders
-        payload["max_age"] = s.max_age
-    if s.gt_weight:  # likewise
-        payload["gt_weight"] = s.gt_weight
-    if s.resize != "bilinear":  # likewise
-        payload["resize"] = s.resize
+    # fields added after runs existed, only when set: the runs from before a field keep their folders
+    defaults = StudentSettings()
+    for key in ("max_age", *HASHED_WHEN_SET["students"]):
+        if getattr(s, key) != getattr(defaults, key):
+            payload[key] = getattr(s, key)
     text = json.dumps(_jsonable(payload), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:6]
 
