@@ -102,7 +102,7 @@ class StudentSettings:
     weight_decay: Annotated[Number, Field(ge=0)] = 0.0
     batch_size: Optional[Count] = None  # None: the architecture's SPEC batch size
     augment: Union[StrictBool, dict[StrictStr, Any]] = True  # SPEC's policy on/off, or augment options
-                                       #   (students/augment.py), e.g. {color_p: 0.5, quality_p: 0.5}
+                                       #   (students/augment.py), e.g. {color_p: 0.5, noise_p: 0.5}
     max_train_faces: Optional[Count] = None
     workers: NonNegative = 0           # DataLoader worker processes
     pretrained_dir: Optional[StrictStr] = None  # folder of local timm weights; None: from scratch

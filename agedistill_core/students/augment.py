@@ -12,16 +12,20 @@ bounded normal ``N~(mu, sigma) = clip(N(mu, sigma), mu - 2 sigma, mu + 2 sigma)`
   ``(x - 128) * a + 128 + b`` on 0..255;
 * horizontal flip with ``p = 0.5``.
 
-Beyond SPEC, two in-the-wild options (off by default; each is the probability that a face
+Beyond SPEC, four in-the-wild options (off by default; each is the probability that a face
 gets it, and nothing is drawn for it while it is 0, so SPEC runs keep their random stream):
 
 * ``color_p``: a faded, grey or tinted photo: saturation ``0`` (grey) with probability 0.3,
   otherwise ``U(0.3, 1.6)``, then a gain ``N~(1, 0.08)`` per channel (a colour cast);
 * ``quality_p``: a low-quality photo: down to ``U(0.25, 1)`` of the side (area
-  filter) and back up (bilinear), then, with probability 0.5, JPEG at quality ``U{15..80}``.
+  filter) and back up (bilinear), then, with probability 0.5, JPEG at quality ``U{15..80}``;
+* ``noise_p``: a noisy sensor: independent Gaussian noise on every pixel and channel of the
+  network input, its standard deviation log-uniform in ``[3, 50]`` levels of 0..255;
+* ``occlude_p``: dirt on the lens or the face: 1 to 4 soft-edged ellipses of one random colour
+  each, semi-axes ``U(0.03, 0.12)`` of the side, opacity ``U(0.5, 1)``.
 
 Distilled with the table's labels (the teacher's age of the clean face), they teach the
-student that a photo's quality and colour do not change a person's age.
+student that a photo's quality, colour, noise and smudges do not change a person's age.
 
 All geometry is one ``cv2.warpAffine`` (bilinear, replicated border) from the
 stored crop straight to the network input size, so pixels are resampled once.
@@ -49,6 +53,11 @@ def bounded_normal(rng: np.random.Generator, mu, sigma, size=None):
     return np.clip(x, mu - 2.0 * sigma, mu + 2.0 * sigma)
 
 
+#: The in-the-wild options beyond SPEC, in words (model cards).
+WILD = {"color_p": "grey/faded/tinted colour", "quality_p": "low resolution and JPEG",
+        "noise_p": "sensor noise", "occlude_p": "smudges and blots"}
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Augmentation strengths; the defaults are SPEC section 4's numbers."""
@@ -62,6 +71,8 @@ class AugmentConfig:
     enabled: bool = True
     color_p: float = 0.0  # in-the-wild colour (grey, faded, tinted), see the module text
     quality_p: float = 0.0  # in-the-wild quality (low resolution, JPEG), see the module text
+    noise_p: float = 0.0  # sensor noise, see the module text
+    occlude_p: float = 0.0  # smudges and blots, see the module text
 
     def __post_init__(self) -> None:
         for name in ("rotation_sigma", "shear_sigma", "jitter_scale",
@@ -72,7 +83,7 @@ class AugmentConfig:
                     f"augment.{name} must be a finite number >= 0, got {value!r}; "
                     "fix it in params.yaml"
                 )
-        for name in ("flip_p", "color_p", "quality_p"):
+        for name in ("flip_p", *WILD):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
                 raise ConfigError(
@@ -107,12 +118,11 @@ class AugmentConfig:
         """The policy in words, for a model card: SPEC's policy, none, or SPEC's plus what differs."""
         if not self.enabled:
             return "no augmentation"
-        wild = {"color_p": "grey/faded/tinted colour", "quality_p": "low resolution and JPEG"}
         spec = AugmentConfig()
-        named = [f"{wild[f.name]} on {float(getattr(self, f.name)):.0%} of faces" for f in fields(self)
-                 if f.name in wild and getattr(self, f.name)]
+        named = [f"{WILD[f.name]} on {float(getattr(self, f.name)):.0%} of faces" for f in fields(self)
+                 if f.name in WILD and getattr(self, f.name)]
         other = [f"{f.name} {getattr(self, f.name)}" for f in fields(self)
-                 if f.name not in wild and getattr(self, f.name) != getattr(spec, f.name)]
+                 if f.name not in WILD and getattr(self, f.name) != getattr(spec, f.name)]
         return "SPEC augmentation" + "".join(f" + {x}" for x in named + other)
 
     def to_dict(self) -> dict:
@@ -142,6 +152,9 @@ class AugmentParams:
     gains: tuple[float, float, float] = (1.0, 1.0, 1.0)  # per RGB channel
     resolution: float = 1.0  # fraction of the side the face is resampled down to and back
     jpeg_quality: int = 0  # 0 = no JPEG round trip
+    noise_sigma: float = 0.0  # Gaussian noise, levels of 0..255; 0 = none
+    blots: tuple = ()  # ((cx, cy, ax, ay, angle_deg, opacity, r, g, b), ...), positions and axes as fractions of the side
+    seed: int = 0  # the noise field's own stream
 
     @classmethod
     def identity(cls) -> "AugmentParams":
@@ -169,6 +182,14 @@ def sample_params(rng: np.random.Generator, cfg: AugmentConfig) -> AugmentParams
     if cfg.quality_p > 0 and rng.random() < cfg.quality_p:
         wild["resolution"] = float(rng.uniform(0.25, 1.0))
         wild["jpeg_quality"] = int(rng.integers(15, 81)) if rng.random() < 0.5 else 0
+    if cfg.occlude_p > 0 and rng.random() < cfg.occlude_p:
+        wild["blots"] = tuple(
+            (*rng.uniform(0.0, 1.0, 2).tolist(), *rng.uniform(0.03, 0.12, 2).tolist(), float(rng.uniform(0, 180)),
+             float(rng.uniform(0.5, 1.0)), *rng.integers(0, 256, 3).tolist())
+            for _ in range(int(rng.integers(1, 5))))
+    if cfg.noise_p > 0 and rng.random() < cfg.noise_p:
+        wild["noise_sigma"] = float(math.exp(rng.uniform(math.log(3.0), math.log(50.0))))
+        wild["seed"] = int(rng.integers(0, 2**31))
     return AugmentParams(v[0], abs(v[1]), abs(v[2]), v[3], v[4], v[5], v[6], v[7], flip, **wild)
 
 
@@ -202,7 +223,7 @@ def _check_crop(crop: np.ndarray) -> None:
 
 
 def apply_params(crop: np.ndarray, out_size: int, margin: float, p: AugmentParams) -> np.ndarray:
-    """Apply one drawn policy: geometry (one warp), contrast/brightness, colour, quality, flip."""
+    """Apply one drawn policy: geometry (one warp), contrast/brightness, colour, quality, blots, noise, flip."""
     _check_crop(crop)
     m = warp_matrix(crop.shape[0], out_size, margin, p)
     img = cv2.warpAffine(
@@ -218,6 +239,10 @@ def apply_params(crop: np.ndarray, out_size: int, margin: float, p: AugmentParam
         img = _recolour(img, p.saturation, p.gains)
     if p.resolution < 1.0 or p.jpeg_quality:
         img = _degrade(img, p.resolution, p.jpeg_quality)
+    if p.blots:
+        img = _blot(img, p.blots)
+    if p.noise_sigma > 0:
+        img = _add_noise(img, p.noise_sigma, p.seed)
     if p.flip:
         img = np.ascontiguousarray(img[:, ::-1])
     return img
@@ -242,6 +267,34 @@ def _degrade(img: np.ndarray, resolution: float, jpeg_quality: int) -> np.ndarra
         if ok:  # channel order does not matter for a round trip
             img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     return np.ascontiguousarray(img)
+
+
+def _blot(img: np.ndarray, blots) -> np.ndarray:
+    """Blend each blot's colour in through a soft ellipse mask, drawn only around the blot."""
+    size = img.shape[0]
+    x = img.astype(np.float32)
+    soft = max(0.5, 0.01 * size)  # edge blur, pixels
+    pad = int(math.ceil(3 * soft)) + 1
+    for cx, cy, ax, ay, angle, opacity, r, g, b in blots:
+        centre = np.array([cx * size, cy * size])
+        reach = int(math.ceil(max(ax, ay) * size)) + pad
+        x0, y0 = (max(0, int(v) - reach) for v in centre)
+        x1, y1 = (min(size, int(v) + reach + 1) for v in centre)
+        if x0 >= x1 or y0 >= y1:
+            continue
+        mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+        cv2.ellipse(mask, (int(round(centre[0])) - x0, int(round(centre[1])) - y0),
+                    (max(1, int(round(ax * size))), max(1, int(round(ay * size)))), angle, 0, 360, 1.0, -1,
+                    cv2.LINE_AA)
+        mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=soft)[..., None] * np.float32(opacity)
+        roi = x[y0:y1, x0:x1]
+        roi += (np.array([r, g, b], np.float32) - roi) * mask
+    return np.rint(np.clip(x, 0.0, 255.0)).astype(np.uint8)
+
+
+def _add_noise(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    noise = np.random.default_rng(seed).standard_normal(img.shape, dtype=np.float32) * np.float32(sigma)
+    return np.rint(np.clip(img.astype(np.float32) + noise, 0.0, 255.0)).astype(np.uint8)
 
 
 def augment_face(

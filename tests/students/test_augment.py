@@ -223,10 +223,12 @@ def test_to_tensor_layout_and_mean():
 def test_wild_options_off_keep_specs_random_stream():
     a, b = np.random.default_rng(5), np.random.default_rng(5)
     for _ in range(20):
-        assert sample_params(a, AugmentConfig()) == sample_params(b, AugmentConfig(color_p=0.0, quality_p=0.0))
+        assert sample_params(a, AugmentConfig()) == sample_params(
+            b, AugmentConfig(color_p=0.0, quality_p=0.0, noise_p=0.0, occlude_p=0.0))
     assert a.random() == b.random()  # nothing extra was drawn
     p = sample_params(np.random.default_rng(5), AugmentConfig())
     assert (p.saturation, p.gains, p.resolution, p.jpeg_quality) == (1.0, (1.0, 1.0, 1.0), 1.0, 0)
+    assert (p.noise_sigma, p.blots) == (0.0, ())
 
 
 def test_wild_draws_have_their_documented_ranges():
@@ -265,6 +267,49 @@ def test_grey_photo_low_resolution_and_jpeg_on_a_real_face():
     assert 0.5 < np.abs(jpeg.astype(float) - plain.astype(float)).mean() < 12 and _corr(jpeg, plain) > 0.9
 
 
+def test_noise_and_blot_draws_have_their_documented_ranges():
+    rng, cfg = np.random.default_rng(1), AugmentConfig(noise_p=0.5, occlude_p=0.3)
+    ps = [sample_params(rng, cfg) for _ in range(4000)]
+    noisy = [p.noise_sigma for p in ps if p.noise_sigma]
+    blotted = [p.blots for p in ps if p.blots]
+    assert 0.45 < len(noisy) / len(ps) < 0.55 and 0.25 < len(blotted) / len(ps) < 0.35
+    assert 3.0 <= min(noisy) and max(noisy) <= 50.0
+    # log-uniform: as many draws below the geometric middle sqrt(3 * 50) as above it
+    assert 0.45 < np.mean(np.array(noisy) < np.sqrt(150.0)) < 0.55
+    assert {len(b) for b in blotted} == {1, 2, 3, 4}
+    for cx, cy, ax, ay, angle, opacity, *rgb in (blot for b in blotted for blot in b):
+        assert 0 <= cx <= 1 and 0 <= cy <= 1 and 0.03 <= ax <= 0.12 and 0.03 <= ay <= 0.12
+        assert 0 <= angle <= 180 and 0.5 <= opacity <= 1 and all(0 <= c <= 255 for c in rgb)
+    # the same draw gives the same image: the noise field has its own seed in the draw
+    face = _pattern(96)
+    p = next(p for p in ps if p.noise_sigma and p.blots)
+    once, again = (augment_face(face, 96, 0.2, None, cfg, params=p) for _ in range(2))
+    assert np.array_equal(once, again) and not np.array_equal(once, augment_face(
+        face, 96, 0.2, None, cfg, params=AugmentParams(**{**p.__dict__, "seed": p.seed + 1})))
+
+
+def test_sensor_noise_and_a_blot_on_a_real_face():
+    face = cv2.resize(_real_faces(1)[0], (96, 96), interpolation=cv2.INTER_AREA)
+    base = dict(contrast=1.0, brightness=0.0)
+    plain = augment_face(face, 96, 0.2, None, AugmentConfig(), params=AugmentParams(**base))
+    for sigma in (4.0, 40.0):
+        noisy = augment_face(face, 96, 0.2, None, AugmentConfig(),
+                             params=AugmentParams(**base, noise_sigma=sigma, seed=3))
+        diff = noisy.astype(float) - plain.astype(float)
+        # std of the added noise: sigma, less only where clipping at 0 or 255 bites
+        assert 0.8 * sigma < diff.std() < 1.05 * sigma and abs(diff.mean()) < 0.2 * sigma
+        assert _corr(noisy, plain) > (0.99 if sigma < 10 else 0.6)  # still the same face
+    red = (0.5, 0.5, 0.1, 0.1, 0.0, 1.0, 255, 0, 0)  # an opaque red disc of radius 9.6 px in the middle
+    blotted = augment_face(face, 96, 0.2, None, AugmentConfig(), params=AugmentParams(**base, blots=(red,)))
+    assert tuple(blotted[48, 48]) == (255, 0, 0) and tuple(blotted[44, 51]) == (255, 0, 0)
+    outside = np.ones((96, 96), bool)
+    outside[30:67, 30:67] = False
+    assert np.array_equal(blotted[outside], plain[outside])  # nothing changes away from the blot
+    edge = (0.0, 0.0, 0.1, 0.1, 0.0, 1.0, 0, 0, 255)  # centred on the corner: clipped, not an error
+    cornered = augment_face(face, 96, 0.2, None, AugmentConfig(), params=AugmentParams(**base, blots=(edge,)))
+    assert tuple(cornered[0, 0]) == (0, 0, 255) and np.array_equal(cornered[60:], plain[60:])
+
+
 def test_augment_setting_is_a_switch_or_a_mapping_of_options():
     assert AugmentConfig.from_setting(True) == AugmentConfig()
     assert not AugmentConfig.from_setting(False).enabled
@@ -274,5 +319,9 @@ def test_augment_setting_is_a_switch_or_a_mapping_of_options():
         AugmentConfig.from_setting({"colour_p": 0.5})
     with pytest.raises(ConfigError, match="quality_p must be in"):
         AugmentConfig.from_setting({"quality_p": 2})
+    with pytest.raises(ConfigError, match="noise_p must be in"):
+        AugmentConfig.from_setting({"noise_p": -0.1})
+    assert AugmentConfig(noise_p=0.5, occlude_p=0.3).describe() == (
+        "SPEC augmentation + sensor noise on 50% of faces + smudges and blots on 30% of faces")
     with pytest.raises(ConfigError, match="students.augment must be"):
         AugmentConfig.from_setting("yes")
