@@ -155,6 +155,8 @@ def _commands(sub) -> None:
     sp.add_argument("--checkpoint", required=True, help="the student checkpoint to ship (best.pt)")
     sp.add_argument("--report", required=True, help="JSON from `agedistill report --json` for this checkpoint")
     sp.add_argument("--out", required=True, help="the folder to write (e.g. models/mn3_small_distilled)")
+    sp.add_argument("--resize", help="ship with this input rule instead of the one it was trained with; only a rule "
+                                     "that sees every clean crop alike (area -> area_denoise)")
     fp = sub.add_parser("finetune", help="fine-tune a distilled student on a SPEC 5 protocol (a profile's recipe); "
                                          "JSON on stdout")
     fp.add_argument("protocol", nargs="?", choices=FINETUNE_PROTOCOLS,

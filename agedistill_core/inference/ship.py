@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from agedistill_core.errors import ConfigError
-from agedistill_core.images import VGGFACE2_MEAN_RGB
+from agedistill_core.images import NOISE_GATE, SAME_ON_CLEAN_CROPS, VGGFACE2_MEAN_RGB
 from agedistill_core.inference.student import checkpoint_resize
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
@@ -167,7 +167,23 @@ def model_card(ckpt: dict, report: dict, speed: dict, settings, checkpoint: Path
     return "\n".join(lines)
 
 
-def ship(profile: str, checkpoint: str, report: str, out: str, params: str | None = None) -> Path:
+def with_input_rule(ckpt: dict, rule: str | None, where: str) -> dict:
+    """``ckpt`` to be run with input ``rule`` (``ship --resize``): only a rule that sees every clean crop as the
+    training rule did (``images.SAME_ON_CLEAN_CROPS``); the training rule stays in ``students.trained_resize``."""
+    trained = checkpoint_resize(ckpt["config"])
+    if rule is None or rule == trained:
+        return ckpt
+    if rule not in SAME_ON_CLEAN_CROPS.get(trained, ()):
+        allowed = ", ".join(SAME_ON_CLEAN_CROPS.get(trained, ())) or "none"
+        raise ConfigError(f"{where} was trained with input resize {trained!r}; --resize {rule} would show it other "
+                          f"inputs than it learned on (rules that agree with it on clean crops: {allowed}); retrain "
+                          f"with students.resize: {rule} instead")
+    students = {**ckpt["config"].get("students", {}), "resize": rule, "trained_resize": trained}
+    return {**ckpt, "config": {**ckpt["config"], "students": students}}
+
+
+def ship(profile: str, checkpoint: str, report: str, out: str, params: str | None = None,
+         resize: str | None = None) -> Path:
     from agedistill_core.students.checkpoint import load_checkpoint
     from agedistill_core.inference.export import export_checkpoint
 
@@ -177,7 +193,7 @@ def ship(profile: str, checkpoint: str, report: str, out: str, params: str | Non
     if splits - {"test"}:
         raise ConfigError(f"{report}: scored on the {', '.join(sorted(splits - {'test'}))} split; a model card "
                           f"reports the test splits: run `agedistill report` without --split")
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = with_input_rule(load_checkpoint(checkpoint), resize, checkpoint)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     slim = {k: ckpt[k] for k in ("format", "version", "model", "epoch", "best_val", "config") if k in ckpt}
@@ -202,7 +218,12 @@ def _head(cfg: dict) -> str:
 
 def _resize_words(cfg: dict) -> str:
     rule = checkpoint_resize(cfg)
-    return "area averaging: pixel noise averaged away" if rule == "area" else "bilinear"
+    words = {"area": "area averaging: pixel noise averaged away",
+             "area_denoise": "area averaging, after smoothing crops whose estimated pixel noise is above "
+                             f"{NOISE_GATE:g} levels (clean photos untouched)"}.get(rule, "bilinear")
+    trained = (cfg.get("students") or {}).get("trained_resize")
+    return words + (f"; trained with `{trained}` inputs, which are the same for every crop below that noise"
+                    if trained and trained != rule else "")
 
 
 def _real_age_share(st: dict) -> float:
@@ -257,5 +278,5 @@ def _schedule(st: dict) -> str:
 
 def command(a: argparse.Namespace) -> int:
     """``agedistill ship``: writes the folder, prints where."""
-    print(f"shipped: {ship(a.profile, a.checkpoint, a.report, a.out, a.params)}")
+    print(f"shipped: {ship(a.profile, a.checkpoint, a.report, a.out, a.params, a.resize)}")
     return 0

@@ -129,8 +129,9 @@ class StudentSettings:
     gt_weight: Annotated[Number, Field(ge=0, le=1)] = 0  # distillation with real ages (Hinton's hard-label term):
                                        #   a training/validation face with a real age learns this share of it
                                        #   and the rest the teacher's; 0 = the teacher's alone
-    resize: Literal["bilinear", "area"] = "bilinear"  # how a crop becomes the input (images.resize_input):
-                                       #   area averages pixel noise away when shrinking; recorded in the
+    resize: Literal["bilinear", "area", "area_denoise"] = "bilinear"  # how a crop becomes the input
+                                       #   (images.resize_input): area averages pixel noise away when
+                                       #   shrinking, area_denoise also smooths noisy crops; recorded in the
                                        #   checkpoint, so evaluation, predict and ONNX resize alike
 
     @property

@@ -59,6 +59,7 @@ EXPECTED = {
     "corpus_distga_s1": ("2cdee210635a", "data/corpus"),
     "corpus_distgl": ("251f37ba9d29", "data/corpus"),
     "corpus_distgac": ("bbb78ae5b648", "data/corpus"),
+    "corpus_distgac_s1": ("9ee1e55d455e", "data/corpus"),
     "corpus_noise": ("4d3136ebe564", "data/corpus"),
     "corpus_noise_s1": ("d52bf487e4d6", "data/corpus"),
     "corpus_noiseocc": ("626ac3449cb6", "data/corpus"),
