@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,10 @@ def named_checkpoints(pairs: list[str]) -> dict[str, Path]:
 
 
 def teacher_key(settings) -> dict:
-    """What the teacher's rows depend on: the profile, its teacher and its LFW+C partitions."""
-    return {"profile": settings.profile, "teacher": settings.section_hash("teacher"),
+    """What the teacher's rows depend on: the profile, its teacher and its LFW+C partitions (not the
+    thread count, which ``--threads`` sets and the ages do not depend on)."""
+    teacher = replace(settings, teacher=replace(settings.teacher, threads=0))
+    return {"profile": settings.profile, "teacher": teacher.section_hash("teacher"),
             "lfwc_version": partition_version(settings)}
 
 
