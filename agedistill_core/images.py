@@ -200,14 +200,18 @@ def estimate_noise(rgb: np.ndarray) -> float:
     return float(np.partition(response, k)[k] / (0.6745 * 6.0))
 
 
-def denoise(rgb: np.ndarray) -> np.ndarray:
+#: The blur ``denoise`` applies above the gate is ``DENOISE_STRENGTH e^0.7`` pixels.
+DENOISE_STRENGTH = 0.25
+
+
+def denoise(rgb: np.ndarray, strength: float = DENOISE_STRENGTH) -> np.ndarray:
     """``rgb`` smoothed when its estimated noise ``e`` is above ``NOISE_GATE``: a Gaussian blur of
-    ``0.25 e^0.7`` pixels (chosen on validation faces with added Gaussian noise, docs/ROBUSTNESS.md);
-    below the gate, ``rgb`` itself."""
+    ``strength e^0.7`` pixels (0.25 chosen on validation faces with added Gaussian noise,
+    docs/ROBUSTNESS.md; ``benchmarks/photo_noise.py`` compares others); below the gate, ``rgb`` itself."""
     e = estimate_noise(rgb)
     if e <= NOISE_GATE:
         return rgb
-    return cv2.GaussianBlur(rgb, (0, 0), sigmaX=0.25 * e ** 0.7)
+    return cv2.GaussianBlur(rgb, (0, 0), sigmaX=strength * e ** 0.7)
 
 
 def resize_input(rgb: np.ndarray, size: int, rule: str = "bilinear") -> np.ndarray:

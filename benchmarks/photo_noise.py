@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from agedistill_core.cli import setup_logging
-    from agedistill_core.images import NOISE_GATE, decode_image, estimate_noise, resize, resize_input
+    from agedistill_core.images import NOISE_GATE, decode_image, denoise, estimate_noise, resize, resize_input
     from agedistill_core.inference.predict import AgeEstimator
     from agedistill_core.inference.student import DEFAULT_ONNX
     from agedistill_core.labeltable import load_split
@@ -49,14 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     estimator = AgeEstimator(DEFAULT_ONNX)
     model = estimator.model
 
-    def blurred(a: float):
-        def rule(crop):
-            e = estimate_noise(crop)
-            return resize(crop if e <= NOISE_GATE else cv2.GaussianBlur(crop, (0, 0), sigmaX=a * e ** 0.7), 96)
-        return rule
-
-    rules = {"area": lambda c: resize_input(c, 96, "area"), "area_denoise (shipped)": lambda c: resize_input(
-        c, 96, "area_denoise"), **{f"blur {a:g} e^0.7": blurred(a) for a in args.blur}}
+    size = model.input_size
+    rules = {"area": lambda c: resize_input(c, size, "area"),
+             "area_denoise (shipped)": lambda c: resize_input(c, size, "area_denoise"),
+             **{f"blur {a:g} e^0.7": (lambda c, a=a: resize(denoise(c, a), size)) for a in args.blur}}
     crops: dict[str, list] = {"clean": [], **{n: [] for n in args.noise}}
     truth = []
     for i in rows:
@@ -76,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = np.array(truth)
 
     def ages(rule, faces):
-        spec = model.meta["input"]
-        x = np.stack([rule(c) for c in faces]).transpose(0, 3, 1, 2).astype(np.float32)
-        x -= np.asarray(spec["mean"], np.float32).reshape(1, 3, 1, 1)
-        return model.ages_from_outputs(model.session.run(None, {model.session.get_inputs()[0].name: x})[0])
+        return model.predict_inputs(np.stack([rule(c) for c in faces]))
 
     noise = " / ".join(f"{n:g}" for n in args.noise)
     read = " / ".join(f"{np.median([estimate_noise(c) for c in crops[n]]):.1f}" for n in args.noise)

@@ -166,17 +166,17 @@ class OnnxStudent:
             return (p @ np.arange(out.shape[1], dtype=np.float32)).astype(np.float32)
         raise CheckpointError(f"{self.path}: unknown output rule {head['ages']!r} in its metadata; update agedistill")
 
-    def predict_crops(self, crops: list[np.ndarray], batch_size: int = 128) -> np.ndarray:
-        """Ages for uint8 RGB crops (any size): the student's resize, minus the mean, NCHW float32."""
-        spec = self.meta["input"]
-        mean = np.asarray(spec["mean"], np.float32).reshape(1, 3, 1, 1)
+    def predict_inputs(self, batch: np.ndarray) -> np.ndarray:
+        """Ages for uint8 ``(N, S, S, 3)`` inputs already at the input size: minus the mean, NCHW float32."""
+        mean = np.asarray(self.meta["input"]["mean"], np.float32).reshape(1, 3, 1, 1)
+        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) - mean
         sess = self.session
-        name = sess.get_inputs()[0].name
-        out = []
-        for i in range(0, len(crops), batch_size):
-            batch = student_inputs(crops[i:i + batch_size], self.input_size, self.resize)
-            x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) - mean
-            out.append(self.ages_from_outputs(sess.run(None, {name: x})[0]))
+        return self.ages_from_outputs(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+
+    def predict_crops(self, crops: list[np.ndarray], batch_size: int = 128) -> np.ndarray:
+        """Ages for uint8 RGB crops (any size): the student's resize, then ``predict_inputs``."""
+        out = [self.predict_inputs(student_inputs(crops[i:i + batch_size], self.input_size, self.resize))
+               for i in range(0, len(crops), batch_size)]
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def predict_jpegs(self, jpegs: list[bytes], batch_size: int = 128) -> np.ndarray:

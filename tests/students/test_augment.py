@@ -1,6 +1,7 @@
 """Augmentation: bounded normals, policy distributions, geometry, photometrics, tensors."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -285,7 +286,7 @@ def test_noise_and_blot_draws_have_their_documented_ranges():
     p = next(p for p in ps if p.noise_sigma and p.blots)
     once, again = (augment_face(face, 96, 0.2, None, cfg, params=p) for _ in range(2))
     assert np.array_equal(once, again) and not np.array_equal(once, augment_face(
-        face, 96, 0.2, None, cfg, params=AugmentParams(**{**p.__dict__, "seed": p.seed + 1})))
+        face, 96, 0.2, None, cfg, params=dataclasses.replace(p, seed=p.seed + 1)))
 
 
 def test_sensor_noise_and_a_blot_on_a_real_face():
