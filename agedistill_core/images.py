@@ -173,7 +173,9 @@ def resize(rgb: np.ndarray, size: int) -> np.ndarray:
 # rule existed (a 160 -> 96 px shrink passes pixel noise through almost whole).  ``area``: area
 # averaging when shrinking (noise averaged away, as in the teacher's input), bilinear when growing.
 # ``area_denoise``: ``area``, after smoothing a crop whose estimated pixel noise is above
-# ``NOISE_GATE`` (``denoise``); a clean photo's crop is left exactly as ``area`` sees it.
+# ``NOISE_GATE`` (``denoise``); a clean photo's crop is left exactly as ``area`` sees it.  When
+# ``predict`` frames a photo for such a student, it first smooths a noisy photo at its own scale
+# (``denoise_photo``), so that noise enlarged with a small face is caught too.
 STUDENT_RESIZES = ("bilinear", "area", "area_denoise")
 
 #: Rules that see every crop below ``NOISE_GATE`` alike: a student trained with the key may be run
@@ -181,37 +183,118 @@ STUDENT_RESIZES = ("bilinear", "area", "area_denoise")
 SAME_ON_CLEAN_CROPS = {"area": ("area_denoise",)}
 
 #: Above this estimated noise (``estimate_noise``, levels of 0..255) a crop is smoothed.  Clean
-#: crops of the corpus read 0.25 (median) and at most 3.7 (the deep wrinkles of a 75-year-old);
-#: Gaussian noise of standard deviation 10 reads 5.4 or more (docs/ROBUSTNESS.md).
-NOISE_GATE = 4.5
+#: crops of the corpus read 0.4 (median) and at most 2.5 (a 75-year-old's deep wrinkles); a small
+#: face in a photo with Gaussian noise of deviation 25 reads 3.2 or more once enlarged into its crop,
+#: noise of deviation 10 on a crop 5 or more (docs/ROBUSTNESS.md, sixth session).
+NOISE_GATE = 3.0
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+#: The crop is read as a grid of NOISE_GRID x NOISE_GRID blocks, and the noise must be in most of
+#: them: the estimate is the NOISE_QUANTILE quantile of the blocks' readings.
+NOISE_GRID = 4
+NOISE_QUANTILE = 0.2
+
+
+def _noise_of_grey(grey: np.ndarray) -> float:
+    """``estimate_noise`` on a float32 grey image."""
+    response = np.abs(cv2.filter2D(grey, -1, _NOISE_KERNEL)[1:-1, 1:-1])
+    h, w = response.shape
+    bh, bw = h // NOISE_GRID, w // NOISE_GRID
+    if min(bh, bw) < 2:
+        return 0.0
+    top, left = (h - bh * NOISE_GRID) // 2, (w - bw * NOISE_GRID) // 2
+    blocks = (response[top:top + bh * NOISE_GRID, left:left + bw * NOISE_GRID]
+              .reshape(NOISE_GRID, bh, NOISE_GRID, bw).transpose(0, 2, 1, 3).reshape(NOISE_GRID ** 2, -1))
+    return float(np.quantile(np.median(blocks, axis=1), NOISE_QUANTILE) / (0.6745 * 6.0))
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def _half(rgb: np.ndarray) -> np.ndarray:
+    """``rgb`` at half its size (area averaging), float32."""
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb.astype(np.float32), (max(w // 2, 1), max(h // 2, 1)), interpolation=cv2.INTER_AREA)
 
 
 def estimate_noise(rgb: np.ndarray) -> float:
-    """Standard deviation of the pixel noise in an RGB image, levels of 0..255: the response of a
-    mask that cancels smooth image structure (Immerkaer 1996) on the grey image; its median
-    absolute value, so that sparse texture (wrinkles, hair, edges) reads as little noise
-    (Gaussian noise of deviation s gives a response of deviation 6 s, median 0.6745 x 6 s)."""
-    grey = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    if min(grey.shape) < 3:
+    """Standard deviation of the pixel noise in an RGB image, levels of 0..255.
+
+    The response of a mask that cancels smooth image structure (Immerkaer 1996) on the grey image,
+    read robustly twice: each block of a ``NOISE_GRID`` x ``NOISE_GRID`` grid reads the median of
+    its absolute response (Gaussian noise of deviation s gives a response of deviation 6 s, median
+    0.6745 x 6 s), and the image reads the ``NOISE_QUANTILE`` quantile of its blocks.  Noise covers
+    the whole face; texture (wrinkles, hair, edges) covers parts of it, and reads as little noise.
+    0.0 for an image too small to measure."""
+    if min(rgb.shape[:2]) < 3 + 2 * NOISE_GRID:
         return 0.0
-    response = np.abs(cv2.filter2D(grey, -1, _NOISE_KERNEL)[1:-1, 1:-1]).ravel()
-    k = response.size // 2
-    return float(np.partition(response, k)[k] / (0.6745 * 6.0))
+    return _noise_of_grey(_grey(rgb))
 
 
 #: The blur ``denoise`` applies above the gate is ``DENOISE_STRENGTH e^0.7`` pixels.
 DENOISE_STRENGTH = 0.25
+#: Noise whose estimate at half size is at least this share of its estimate at full size is coarse
+#: grained (a photo's noise enlarged with a small face into its crop): white pixel noise reads about
+#: 0.5 there, since averaging 4 pixels halves it; enlarged noise 1 or more.
+COARSE_GRAIN = 1.0
 
 
 def denoise(rgb: np.ndarray, strength: float = DENOISE_STRENGTH) -> np.ndarray:
-    """``rgb`` smoothed when its estimated noise ``e`` is above ``NOISE_GATE``: a Gaussian blur of
-    ``strength e^0.7`` pixels (0.25 chosen on validation faces with added Gaussian noise,
-    docs/ROBUSTNESS.md; ``benchmarks/photo_noise.py`` compares others); below the gate, ``rgb`` itself."""
+    """``rgb`` smoothed when its estimated noise ``e`` is above ``NOISE_GATE``; below it, ``rgb`` itself.
+
+    Fine-grained noise: a Gaussian blur of ``strength e^0.7`` pixels (0.25 chosen on validation
+    faces with added Gaussian noise, docs/ROBUSTNESS.md).  Coarse-grained noise (``COARSE_GRAIN``):
+    the same blur at half size, where the noise is pixel-fine again (with that size's estimate),
+    then back to ``rgb``'s size.  ``benchmarks/photo_noise.py`` compares rules on noisy photos."""
     e = estimate_noise(rgb)
     if e <= NOISE_GATE:
         return rgb
-    return cv2.GaussianBlur(rgb, (0, 0), sigmaX=strength * e ** 0.7)
+    half = _half(rgb)
+    e_half = _noise_of_grey(_grey(half)) if min(half.shape[:2]) >= 3 + 2 * NOISE_GRID else 0.0
+    if e_half < COARSE_GRAIN * e:
+        return cv2.GaussianBlur(rgb, (0, 0), sigmaX=strength * e ** 0.7)
+    smooth = cv2.GaussianBlur(half, (0, 0), sigmaX=strength * e_half ** 0.7)
+    back = cv2.resize(smooth, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return np.clip(np.rint(back), 0, 255).astype(np.uint8)
+
+
+#: ``predict`` also reads a photo's noise at the photo's own scale, inside the chosen face's box,
+#: before framing enlarges a small face (and its noise, which the crop's estimate then misses) or
+#: shrinks a large one (``denoise_photo``).  Noise of deviation 10 reads 6 or more there at any
+#: size; so do the dense wrinkles of a 90-year-old in a face of 60-80 px (up to 12).  What tells
+#: them apart is colour: a camera's noise differs between the channels, wrinkles are grey-level
+#: structure.  The photo is smoothed when both its estimate and the same estimate on the colour
+#: differences (``estimate_colour_noise``) are above their gates: clean faces read at most 0.9 on
+#: colour, noise of deviation 10 reads 8.5 or more (docs/ROBUSTNESS.md, sixth session).
+PHOTO_NOISE_GATE = 4.5
+PHOTO_COLOUR_GATE = 3.0
+
+
+def estimate_colour_noise(rgb: np.ndarray) -> float:
+    """``estimate_noise`` on the colour differences (R - G and B - G, over the square root of 2: a
+    channel's own deviation for noise independent between channels), the mean of the two."""
+    if min(rgb.shape[:2]) < 3 + 2 * NOISE_GRID:
+        return 0.0
+    f = rgb.astype(np.float32)
+    root2 = np.float32(np.sqrt(2.0))
+    return 0.5 * (_noise_of_grey((f[..., 0] - f[..., 1]) / root2) + _noise_of_grey((f[..., 2] - f[..., 1]) / root2))
+
+
+def denoise_photo(rgb: np.ndarray, box) -> np.ndarray:
+    """``rgb`` smoothed when the noise read inside ``box`` (x0, y0, x1, y1; the face) is above
+    ``PHOTO_NOISE_GATE`` and its colour noise above ``PHOTO_COLOUR_GATE``: a Gaussian blur of
+    ``DENOISE_STRENGTH e^0.7`` photo pixels, as ``denoise`` blurs a crop.  Otherwise (and for a box
+    too small to read, or a grey photo) ``rgb`` itself: ``denoise`` still reads its crop."""
+    h, w = rgb.shape[:2]
+    x0, y0 = max(int(round(box[0])), 0), max(int(round(box[1])), 0)
+    x1, y1 = min(int(round(box[2])), w), min(int(round(box[3])), h)
+    if x1 <= x0 or y1 <= y0:
+        return rgb
+    face = rgb[y0:y1, x0:x1]
+    e = estimate_noise(face)
+    if e <= PHOTO_NOISE_GATE or estimate_colour_noise(face) <= PHOTO_COLOUR_GATE:
+        return rgb
+    return cv2.GaussianBlur(rgb, (0, 0), sigmaX=DENOISE_STRENGTH * e ** 0.7)
 
 
 def resize_input(rgb: np.ndarray, size: int, rule: str = "bilinear") -> np.ndarray:

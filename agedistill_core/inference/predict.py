@@ -39,7 +39,7 @@ import numpy as np
 from agedistill_core.errors import AgedistillError, CheckpointError, ConfigError, UnreadableImage
 from agedistill_core.faces import Detection, FaceCrop, extract_face, make_detector
 from agedistill_core.faces.align import get_aligner
-from agedistill_core.images import encode_jpeg, max_pixels_default, read_image
+from agedistill_core.images import denoise_photo, encode_jpeg, max_pixels_default, read_image
 from agedistill_core.progress import Progress
 from agedistill_core.settings import FaceSettings
 from agedistill_core.shards import atomic_write_bytes
@@ -172,7 +172,7 @@ def suppress_overlaps(detections: list[Detection], threshold: float = 0.3) -> li
 
 
 def frame_faces(rgb: np.ndarray, cfg: FaceSettings, *, nms_iou: float = 0.3,
-                detector=None, aligner=None) -> list[FaceCrop]:
+                detector=None, aligner=None, denoise: bool = False) -> list[FaceCrop]:
     """Every face of ``rgb`` framed as the crops stage frames its face (``crops.crop_one``).
 
     Face 0 is ``extract_face`` over all detections: the crops stage's choice,
@@ -182,13 +182,16 @@ def frame_faces(rgb: np.ndarray, cfg: FaceSettings, *, nms_iou: float = 0.3,
     confident (then largest) first, each framed by the same ``extract_face``.
     ``detector`` / ``aligner`` default to the ones ``cfg`` names (made once per
     process).  Returns at least one ``FaceCrop`` (``no_face`` when there is none).
+    ``denoise`` (students with the ``area_denoise`` rule): a photo whose noise, read inside face
+    0's box, is above the gate is smoothed (``images.denoise_photo``) and every face is framed from
+    the smoothed photo, with the same detections.
     """
     det = _detector(cfg.detector) if detector is None else detector
     align = get_aligner(cfg.align, cfg.align_padding) if aligner is None else aligner
 
-    def frame(detections) -> FaceCrop:
+    def frame(detections, image=rgb) -> FaceCrop:
         source = None if det is None else (lambda _rgb: detections)
-        return extract_face(rgb, source, size=cfg.crop_size, margin=cfg.margin, min_score=cfg.min_score,
+        return extract_face(image, source, size=cfg.crop_size, margin=cfg.margin, min_score=cfg.min_score,
                             whole_image_fallback=cfg.whole_image_fallback,
                             whole_image_max_side=cfg.whole_image_max_side, aligner=align,
                             min_face=cfg.min_face)
@@ -197,6 +200,11 @@ def frame_faces(rgb: np.ndarray, cfg: FaceSettings, *, nms_iou: float = 0.3,
         return [frame(None)]
     found = [d for d in det(rgb) if d.score >= cfg.min_score]
     first = frame(found)
+    if denoise and first.box is not None:
+        smoothed = denoise_photo(rgb, first.box)
+        if smoothed is not rgb:
+            rgb = smoothed
+            first = frame(found, rgb)
     if first.status != "ok" or not found:
         return [first]
     head = next((d for d in found if tuple(float(v) for v in d.box) == first.box), None)
@@ -204,7 +212,7 @@ def frame_faces(rgb: np.ndarray, cfg: FaceSettings, *, nms_iou: float = 0.3,
     rest.sort(key=lambda d: (round(d.score, 2), (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])), reverse=True)
     seed = [head] if head is not None else [Detection(first.box, first.score or 0.0)]
     kept = suppress_overlaps(seed + rest, nms_iou)
-    return [first] + [frame([d]) for d in kept[1:]]
+    return [first] + [frame([d], rgb) for d in kept[1:]]
 
 
 CSV_COLUMNS = ("path", "face", "x0", "y0", "x1", "y1", "score", "age", "status", "reason")
@@ -344,8 +352,9 @@ class FramedPhoto:
 
 
 def frame_photo(image, cfg: FaceSettings, *, nms_iou: float = 0.3, max_pixels: int | None = None,
-                detector=None, aligner=None, name: str | None = None) -> FramedPhoto:
-    """Read (a path) or take (an RGB uint8 array) one photo and frame every face in it."""
+                detector=None, aligner=None, name: str | None = None, denoise: bool = False) -> FramedPhoto:
+    """Read (a path) or take (an RGB uint8 array) one photo and frame every face in it
+    (``denoise``: as ``frame_faces``)."""
     if isinstance(image, np.ndarray):
         rgb, path = _check_array(image), name or "<array>"
     else:
@@ -355,7 +364,7 @@ def frame_photo(image, cfg: FaceSettings, *, nms_iou: float = 0.3, max_pixels: i
         except UnreadableImage as exc:
             return FramedPhoto(path, [FaceRow(path, None, None, None, None, getattr(exc, "status", "unreadable"),
                                               str(exc))], [])
-    found = frame_faces(rgb, cfg, nms_iou=nms_iou, detector=detector, aligner=aligner)
+    found = frame_faces(rgb, cfg, nms_iou=nms_iou, detector=detector, aligner=aligner, denoise=denoise)
     usable = [f for f in found if f.crop is not None]
     if not usable:
         fc = found[0]
@@ -387,19 +396,19 @@ def pool_context():
 _WORKER: dict = {}
 
 
-def _worker_init(cfg: FaceSettings, nms_iou: float, max_pixels: int | None) -> None:
+def _worker_init(cfg: FaceSettings, nms_iou: float, max_pixels: int | None, denoise: bool = False) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends the pool, quietly
     cv2.setNumThreads(1)  # one photo per process: the pool is the parallelism
-    _WORKER.update(cfg=cfg, nms_iou=nms_iou, max_pixels=max_pixels, detector=_detector(cfg.detector),
+    _WORKER.update(cfg=cfg, nms_iou=nms_iou, max_pixels=max_pixels, denoise=denoise, detector=_detector(cfg.detector),
                    aligner=get_aligner(cfg.align, cfg.align_padding))
 
 
 def _worker_frame(path: str) -> FramedPhoto:
     w = _WORKER
     return frame_photo(path, w["cfg"], nms_iou=w["nms_iou"], max_pixels=w["max_pixels"],
-                       detector=w["detector"], aligner=w["aligner"])
+                       detector=w["detector"], aligner=w["aligner"], denoise=w["denoise"])
 
 
 def default_workers() -> int:
@@ -427,6 +436,8 @@ class AgeEstimator:
     (spawned once onnxruntime or torch is loaded, see ``pool_context``: guard a script's entry
     point with ``if __name__ == "__main__":``).
     ``max_pixels``: the decoding cap (None: ``$AGEDISTILL_MAX_PIXELS`` or 50 MP; 0: none).
+    ``denoise`` (attribute): noisy photos are smoothed at their own scale before framing
+    (``frame_faces``); True for a student with the ``area_denoise`` input rule (the shipped one).
     """
 
     def __init__(self, model: str | Path | None = None, *, teacher: bool = False, settings=None,
@@ -468,6 +479,9 @@ class AgeEstimator:
             base = profile().faces
         self.settings = settings
         self.faces, self.framing_source = framing_for(base if base is not None else FaceSettings(), config, detector)
+        # a student whose input rule smooths noisy crops (area_denoise) also has noisy photos smoothed
+        # at their own scale before framing (frame_faces); the teacher and other students see them as they are
+        self.denoise = getattr(self.model, "resize", None) == "area_denoise"
         self._detector = _detector(self.faces.detector)  # a bad detector / missing model fails here, once
         self._aligner = get_aligner(self.faces.align, self.faces.align_padding)
 
@@ -480,7 +494,7 @@ class AgeEstimator:
 
     def frame(self, image, name: str | None = None) -> FramedPhoto:
         return frame_photo(image, self.faces, nms_iou=self.nms_iou, max_pixels=self.max_pixels,
-                           detector=self._detector, aligner=self._aligner, name=name)
+                           detector=self._detector, aligner=self._aligner, name=name, denoise=self.denoise)
 
     def age(self, photos: list[FramedPhoto]) -> list[FramedPhoto]:
         """Fill the ages of framed photos: one batched model call for all their faces."""
@@ -514,7 +528,8 @@ class AgeEstimator:
                     bar.update()
                 return
             ctx = pool_context()
-            with ctx.Pool(n, initializer=_worker_init, initargs=(self.faces, self.nms_iou, self.max_pixels)) as pool:
+            init = (self.faces, self.nms_iou, self.max_pixels, self.denoise)
+            with ctx.Pool(n, initializer=_worker_init, initargs=init) as pool:
                 it = pool.imap(_worker_frame, paths, chunksize=1)
                 done = 0
                 while done < len(paths):

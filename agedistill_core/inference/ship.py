@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from agedistill_core.errors import ConfigError
-from agedistill_core.images import NOISE_GATE, SAME_ON_CLEAN_CROPS, VGGFACE2_MEAN_RGB
+from agedistill_core.images import (NOISE_GATE, PHOTO_COLOUR_GATE, PHOTO_NOISE_GATE, SAME_ON_CLEAN_CROPS,
+                                    VGGFACE2_MEAN_RGB)
 from agedistill_core.inference.student import checkpoint_resize
 from agedistill_core.settings import load_settings
 from agedistill_core.shards import atomic_write_text
@@ -220,7 +221,9 @@ def _resize_words(cfg: dict) -> str:
     rule = checkpoint_resize(cfg)
     words = {"area": "area averaging: pixel noise averaged away",
              "area_denoise": "area averaging, after smoothing crops whose estimated pixel noise is above "
-                             f"{NOISE_GATE:g} levels (clean photos untouched)"}.get(rule, "bilinear")
+                             f"{NOISE_GATE:g} levels, and (in `predict`) photos whose face shows noise above "
+                             f"{PHOTO_NOISE_GATE:g} levels in grey and {PHOTO_COLOUR_GATE:g} in colour, at the "
+                             "photo's own scale (clean photos untouched)"}.get(rule, "bilinear")
     trained = (cfg.get("students") or {}).get("trained_resize")
     return words + (f"; trained with `{trained}` inputs, which are the same for every crop below that noise"
                     if trained and trained != rule else "")

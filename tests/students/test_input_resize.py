@@ -60,8 +60,9 @@ def test_the_noise_estimate_reads_clean_faces_below_the_gate_and_tracks_added_no
         np.testing.assert_array_equal(resize_input(face, 96, "area_denoise"), resize_input(face, 96, "area"))
         for sigma in (10.0, 20.0, 40.0):
             noisy = np.clip(face + rng.normal(0, sigma, face.shape), 0, 255).astype(np.uint8)
-            # clipping at 0 and 255 hides some noise: the estimate may read low, never high
-            assert 0.55 * sigma < estimate_noise(noisy) < 1.1 * sigma, sigma
+            # the grey image carries 0.67 of a channel's independent noise; clipping at 0 and 255 hides
+            # some more (most in the brightest blocks, which the low quantile reads): low, never high
+            assert 0.5 * sigma < estimate_noise(noisy) < 0.8 * sigma, sigma
             assert estimate_noise(noisy) > NOISE_GATE
 
 
