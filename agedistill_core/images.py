@@ -183,9 +183,10 @@ STUDENT_RESIZES = ("bilinear", "area", "area_denoise")
 SAME_ON_CLEAN_CROPS = {"area": ("area_denoise",)}
 
 #: Above this estimated noise (``estimate_noise``, levels of 0..255) a crop is smoothed.  Clean
-#: crops of the corpus read 0.4 (median) and at most 2.5 (a 75-year-old's deep wrinkles); a small
-#: face in a photo with Gaussian noise of deviation 25 reads 3.2 or more once enlarged into its crop,
-#: noise of deviation 10 on a crop 5 or more (docs/ROBUSTNESS.md, sixth session).
+#: crops of the corpus read 0.25 (median), validation and test crops at most 1.7 (1 of 28,961
+#: training crops, a grainy yearbook photo, reads 5.2); a face of a 120 px photo with Gaussian noise
+#: of deviation 25 reads about 3.5 once enlarged into its crop, noise of deviation 10 on a crop 5 or
+#: more (docs/ROBUSTNESS.md, sixth session).
 NOISE_GATE = 3.0
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 #: The crop is read as a grid of NOISE_GRID x NOISE_GRID blocks, and the noise must be in most of

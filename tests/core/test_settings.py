@@ -319,7 +319,7 @@ def _set(dotted: str, value):
     ("demo", "base.students.weight_decay", float("inf"), "demo.students.weight_decay: must be a finite number"),
     ("demo", "base.students.lr", "fast", "demo.students.lr: must be a number, got 'fast'"),
     ("corpus", "profiles.corpus.recipe", "corpus21",
-     "corpus.recipe: 'corpus21' is not a recipe under 'recipes:'; known: capacity, converge, corpus20,"),
+     "corpus.recipe: 'corpus21' is not a recipe under 'recipes:'; known: converge, corpus20,"),
     ("corpus", "profiles.corpus.dataset", "corpusx",
      "corpus.dataset: 'corpusx' is not a data set under 'datasets:'; known: corpus, demo, fairface, folder, utkface;"),
     ("corpus", "datasets.corpus.students", {"epochs": 2},
