@@ -29,6 +29,7 @@ EXPECTED = {
     "corpus_big": ("ec8992f2def1", "data/corpus"),
     "corpus_cap_large": ("9c27c8aa66de", "data/corpus"),
     "corpus_cap_large_c": ("cc551c9d605b", "data/corpus"),
+    "corpus_cap_large_next": ("78d1715b30c1", "data/corpus"),
     "corpus_cap_small": ("01304ff34b78", "data/corpus"),
     "corpus_cap_small_c": ("65ac75ee3e81", "data/corpus"),
     "corpus_cap_small_s1": ("0750a497471c", "data/corpus"),
