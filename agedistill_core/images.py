@@ -196,12 +196,12 @@ NOISE_QUANTILE = 0.2
 
 
 def _noise_of_grey(grey: np.ndarray) -> float:
-    """``estimate_noise`` on a float32 grey image."""
+    """``estimate_noise`` on a float32 grey image; 0.0 under 3 + 2 NOISE_GRID pixels a side (too small)."""
+    if min(grey.shape[:2]) < 3 + 2 * NOISE_GRID:
+        return 0.0
     response = np.abs(cv2.filter2D(grey, -1, _NOISE_KERNEL)[1:-1, 1:-1])
     h, w = response.shape
     bh, bw = h // NOISE_GRID, w // NOISE_GRID
-    if min(bh, bw) < 2:
-        return 0.0
     top, left = (h - bh * NOISE_GRID) // 2, (w - bw * NOISE_GRID) // 2
     blocks = (response[top:top + bh * NOISE_GRID, left:left + bw * NOISE_GRID]
               .reshape(NOISE_GRID, bh, NOISE_GRID, bw).transpose(0, 2, 1, 3).reshape(NOISE_GRID ** 2, -1))
@@ -230,8 +230,6 @@ def estimate_noise(rgb: np.ndarray) -> float:
     0.6745 x 6 s), and the image reads the ``NOISE_QUANTILE`` quantile of its blocks.  Noise covers
     the whole face; texture (wrinkles, hair, edges) covers parts of it, and reads as little noise.
     0.0 for an image too small to measure."""
-    if min(rgb.shape[:2]) < 3 + 2 * NOISE_GRID:
-        return 0.0
     return _noise_of_grey(_grey(rgb))
 
 
@@ -254,7 +252,7 @@ def denoise(rgb: np.ndarray, strength: float = DENOISE_STRENGTH) -> np.ndarray:
     if e <= NOISE_GATE:
         return rgb
     half = _half(rgb)
-    e_half = _noise_of_grey(_grey(half)) if min(half.shape[:2]) >= 3 + 2 * NOISE_GRID else 0.0
+    e_half = _noise_of_grey(_grey(half))
     if e_half < COARSE_GRAIN * e:
         return cv2.GaussianBlur(rgb, (0, 0), sigmaX=strength * e ** 0.7)
     smooth = cv2.GaussianBlur(half, (0, 0), sigmaX=strength * e_half ** 0.7)
@@ -277,8 +275,6 @@ PHOTO_COLOUR_GATE = 3.0
 def estimate_colour_noise(rgb: np.ndarray) -> float:
     """``estimate_noise`` on the colour differences (R - G and B - G, over the square root of 2: a
     channel's own deviation for noise independent between channels), the mean of the two."""
-    if min(rgb.shape[:2]) < 3 + 2 * NOISE_GRID:
-        return 0.0
     f = rgb.astype(np.float32)
     root2 = np.float32(np.sqrt(2.0))
     return 0.5 * (_noise_of_grey((f[..., 0] - f[..., 1]) / root2) + _noise_of_grey((f[..., 2] - f[..., 1]) / root2))
